@@ -141,6 +141,7 @@ def _to_bytes(x: str | bytes) -> bytes:
 
 class _Count:
     n = 0
+    started = False  # "Processed a total" is only said once consuming began
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,23 +175,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         return run_async(_consume(args, formatter, props, count))
     finally:
-        sys.stdout.flush()
-        sys.stderr.write(f"Processed a total of {count.n} messages\n")
-        sys.stderr.flush()
+        if count.started:
+            sys.stdout.flush()
+            sys.stderr.write(f"Processed a total of {count.n} messages\n")
+            sys.stderr.flush()
 
 
 async def _consume(args: argparse.Namespace, formatter: Formatter, props: dict[str, str],
                    count: _Count) -> int:
+    await check_reachable(split_servers(args.bootstrap_server, 9092), "the broker(s) at")
     from moldau.clients.consumer import Consumer
     from moldau.clients.protocol import MoldauError
 
-    await check_reachable(split_servers(args.bootstrap_server, 9092), "the broker(s) at")
     consumer = Consumer(args.bootstrap_server, client_id="console-consumer",
                         **client_kwargs(Consumer, props, "consumer"))
     await consumer.start()
     try:
         tracker = _Assignment(consumer, args)
         await tracker.initial()
+        count.started = True
         out = sys.stdout.buffer
         remaining = args.max_messages
         timeout_s = args.timeout_ms / 1000 if args.timeout_ms is not None else None

@@ -86,10 +86,10 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 async def _inspect(args: argparse.Namespace) -> int:
+    await check_reachable(split_servers(args.zookeeper, 2181), "the metadata service at")
     from moldau.clients.metadata.client import MetadataClient
     from moldau.clients.protocol import ErrorCode, MoldauError
 
-    await check_reachable(split_servers(args.zookeeper, 2181), "the metadata service at")
     client = MetadataClient(args.zookeeper)
     await client.start()
     try:

@@ -116,9 +116,9 @@ class ZookeeperBackend:
         self.client: Any = None
 
     async def start(self) -> None:
+        await check_reachable(split_servers(self.connect, 2181), "the metadata service at")
         from moldau.clients.metadata.client import MetadataClient
 
-        await check_reachable(split_servers(self.connect, 2181), "the metadata service at")
         self.client = MetadataClient(self.connect)
         await self.client.start()
 
@@ -308,9 +308,9 @@ class BootstrapBackend:
         self.admin: Any = None
 
     async def start(self) -> None:
+        await check_reachable(split_servers(self.servers, 9092), "the broker(s) at")
         from moldau.clients.admin import Admin
 
-        await check_reachable(split_servers(self.servers, 9092), "the broker(s) at")
         self.admin = Admin(self.servers)
         await self.admin.start()
 
@@ -394,6 +394,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"Missing required argument \"[topic]\" for --{_action(args)}")
     if args.if_not_exists and not args.create:
         raise CliError("--if-not-exists is only valid with --create")
+    if args.create:
+        create_spec(args)
     from moldau.clients.cli.base import run_async
 
     return run_async(_run(args))
@@ -441,7 +443,8 @@ def _parse_assignment(text: str) -> dict[int, list[int]]:
     return out
 
 
-async def _create(backend: Backend, args: argparse.Namespace) -> int:
+def create_spec(args: argparse.Namespace) -> NewTopic:
+    """Check --create's arguments before connecting anywhere (Kafka's wording)."""
     from moldau.clients.metadata.layout import InvalidTopicName, validate_topic_name
     from moldau.clients.types import NewTopic
 
@@ -464,8 +467,12 @@ async def _create(backend: Backend, args: argparse.Namespace) -> int:
         raise command_error("The partitions must be greater than 0")
     if rf < 1:
         raise command_error("The replication factor must be greater than 0")
+    return NewTopic(args.topic, partitions, rf, configs, assignment)
+
+
+async def _create(backend: Backend, args: argparse.Namespace) -> int:
     try:
-        await backend.create(NewTopic(args.topic, partitions, rf, configs, assignment))
+        await backend.create(create_spec(args))
     except TopicExists as e:
         if args.if_not_exists:
             return 0
