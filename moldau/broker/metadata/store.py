@@ -1,0 +1,99 @@
+"""The durable metadata database: the tree, its write-ahead log and its snapshots (ZooKeeper's
+ZKDatabase).
+
+Invariant: after ``start()`` the tree equals the newest valid snapshot with every later logged
+transaction replayed, in zxid order. Every ``snapshot_every`` applied transactions the tree is
+snapshotted (in the background) and the log rolled to a new file; then only the two newest
+snapshots are kept, and the log files that only the deleted ones needed are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from moldau.broker.metadata import snapshot
+from moldau.broker.metadata.tree import ApplyResult, DataTree, Txn
+from moldau.broker.metadata.txnlog import TxnLog
+
+log = logging.getLogger(__name__)
+
+KEEP_SNAPSHOTS = 2
+
+
+class MetadataStore:
+    """No I/O until ``await start()``."""
+
+    def __init__(self, data_dir: Path, snapshot_every: int = 10000) -> None:
+        self.data_dir = data_dir
+        self.snapshot_every = max(1, snapshot_every)
+        self.tree = DataTree()
+        self.log = TxnLog(data_dir)
+        self._since_snapshot = 0
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self.snapshots_taken = 0
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        loaded = await asyncio.to_thread(snapshot.load_newest, self.data_dir)
+        if loaded is not None:
+            zxid, image = loaded
+            self.tree = DataTree.restore(image)
+            if self.tree.last_zxid != zxid:
+                raise RuntimeError(f"snapshot {zxid:#x} holds zxid {self.tree.last_zxid:#x}")
+        after = self.tree.last_zxid
+        txns = await asyncio.to_thread(self.log.recover, after)
+        for txn in txns:
+            self.tree.apply(txn)
+        self._since_snapshot = len(txns)
+        log.info("loaded %s, replayed %d logged transactions: %d nodes, %d sessions, "
+                 "last zxid %#x", f"snapshot {after:#x}" if loaded else "no snapshot",
+                 len(txns), len(self.tree), len(self.tree.sessions), self.tree.last_zxid)
+
+    @property
+    def last_zxid(self) -> int:
+        """The zxid of the last logged transaction (applied or not)."""
+        return self.log.last_zxid
+
+    def append(self, txn: Txn) -> int:
+        return self.log.append(txn)
+
+    async def flush(self) -> int:
+        return await self.log.flush()
+
+    def apply(self, txn: Txn) -> ApplyResult:
+        """Apply a durable transaction; start a snapshot when one is due."""
+        result = self.tree.apply(txn)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every and (
+                self._snapshot_task is None or self._snapshot_task.done()):
+            self._start_snapshot()
+        return result
+
+    def _start_snapshot(self) -> None:
+        if self._snapshot_task is not None and self._snapshot_task.done():
+            self._snapshot_task.result()  # a failed snapshot write is fatal, as a log write
+        self._since_snapshot = 0
+        # the image is taken now, between two applies; the file is written off the loop
+        image = self.tree.snapshot()
+        zxid = self.tree.last_zxid
+        self.log.roll()
+        self._snapshot_task = asyncio.get_running_loop().create_task(self._write(zxid, image))
+
+    async def _write(self, zxid: int, image: dict[str, object]) -> None:
+        path = await asyncio.to_thread(snapshot.write_snapshot, self.data_dir, zxid, image)
+        oldest = await asyncio.to_thread(snapshot.purge_snapshots, self.data_dir, KEEP_SNAPSHOTS)
+        removed = self.log.purge(oldest)
+        self.snapshots_taken += 1
+        log.info("snapshot %s written (%d nodes); removed %d old log files", path.name,
+                 len(image["nodes"]) if isinstance(image["nodes"], list) else -1, len(removed))
+
+    async def close(self) -> None:
+        """Wait for a snapshot in progress, make the log durable, close its files."""
+        if self._snapshot_task is not None:
+            try:
+                await self._snapshot_task
+            except Exception:
+                log.exception("snapshot write failed")
+        await self.log.close()
