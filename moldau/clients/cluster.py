@@ -264,9 +264,12 @@ class ClusterClient:
         except TimeoutError:
             return False
 
-    async def refresh(self, topics: Iterable[str] | None = None) -> MetadataResponse:
+    async def refresh(self, topics: Iterable[str] | None = None, *,
+                      allow_auto_topic_creation: bool = False) -> MetadataResponse:
         """Fetch metadata now. ``topics`` None asks for every topic and replaces the cache;
-        a list asks for those plus the tracked ones and replaces what it covers."""
+        a list asks for those plus the tracked ones and replaces what it covers. With
+        ``allow_auto_topic_creation`` a broker configured to auto-create topics creates
+        the missing ones (as Kafka's producer asks)."""
         assert self._refresh_lock is not None
         if topics is None or self._all_topics:
             names: list[str] | None = None
@@ -276,7 +279,8 @@ class ClusterClient:
             # a need reported while this request is out is served by the next refresh
             self._update_needed = False
             try:
-                resp = await self.request_any(MetadataRequest(topics=names))
+                resp = await self.request_any(MetadataRequest(
+                    topics=names, allow_auto_topic_creation=allow_auto_topic_creation))
             except BaseException:
                 self._update_needed = True
                 raise

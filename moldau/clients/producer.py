@@ -591,7 +591,7 @@ class Producer:
         last: str = ""
         while True:
             try:
-                await cluster.refresh([topic])
+                await cluster.refresh([topic], allow_auto_topic_creation=True)
             except MoldauError as e:
                 if not e.retriable:
                     raise
