@@ -47,9 +47,10 @@ from moldau.clients.records.batch import (
     ATTR_COMPRESSION_MASK,
     ATTR_CONTROL,
     HEADER_SIZE,
-    LOG_OVERHEAD,
     Compression,
     CorruptRecordError,
+    compute_crc,
+    parse_header,
     set_base_offset,
     set_leader_epoch,
     set_log_append_time,
@@ -369,11 +370,14 @@ class PartitionLog:
         while pos < end:
             if end - pos < HEADER_SIZE:
                 raise CorruptRecordError(f"truncated batch header at byte {pos}")
-            size = int.from_bytes(buf[pos + 8 : pos + 12], "big", signed=True) + LOG_OVERHEAD
-            if size > max_size:
+            h = parse_header(buf, pos)
+            if h.size > end - pos:
+                raise CorruptRecordError(f"truncated batch at byte {pos}")
+            if h.size > max_size:
                 raise RecordTooLargeError(
-                    f"batch of {size} bytes exceeds max.message.bytes {max_size}")
-            h = validate_batch(buf, pos)
+                    f"batch of {h.size} bytes exceeds max.message.bytes {max_size}")
+            if compute_crc(buf, pos, h.size) != h.crc:
+                raise CorruptRecordError(f"CRC mismatch in the batch at byte {pos}")
             if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
                 raise CorruptRecordError(
                     f"batch at byte {pos}: last offset delta {h.last_offset_delta} does not"
