@@ -339,3 +339,14 @@ def test_session_deadlines() -> None:
     tr.remove(1)
     tr.remove(2)
     assert len(tr) == 0
+
+
+async def test_one_process_per_data_directory(tmp_path: Path) -> None:
+    first = MetadataStore(tmp_path)
+    await first.start()
+    second = MetadataStore(tmp_path)
+    with pytest.raises(RuntimeError, match="in use"):
+        await second.start()
+    await first.close()
+    await second.start()
+    await second.close()

@@ -4,13 +4,16 @@ ZKDatabase).
 Invariant: after ``start()`` the tree equals the newest valid snapshot with every later logged
 transaction replayed, in zxid order. Every ``snapshot_every`` applied transactions the tree is
 snapshotted (in the background) and the log rolled to a new file; then only the two newest
-snapshots are kept, and the log files that only the deleted ones needed are removed.
+snapshots are kept, and the log files that only the deleted ones needed are removed. One
+process at a time owns a data directory (an exclusive lock on ``<data_dir>/.lock``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 from pathlib import Path
 
 from moldau.broker.metadata import snapshot
@@ -33,9 +36,18 @@ class MetadataStore:
         self._since_snapshot = 0
         self._snapshot_task: asyncio.Task[None] | None = None
         self.snapshots_taken = 0
+        self._lock_fd = -1
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise RuntimeError(f"data directory {self.data_dir} is in use by another "
+                               "process") from None
         loaded = await asyncio.to_thread(snapshot.load_newest, self.data_dir)
         if loaded is not None:
             zxid, image = loaded
@@ -97,3 +109,6 @@ class MetadataStore:
             except Exception:
                 log.exception("snapshot write failed")
         await self.log.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = -1
