@@ -6,6 +6,7 @@ The helpers here are imported by the other ``test_cli_*`` modules.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
@@ -56,8 +57,11 @@ class LineReader:
         self.all: list[bytes] = []
 
         def pump() -> None:
-            for line in iter(pipe.readline, b""):  # type: ignore[attr-defined]
-                self.lines.put(line)
+            try:
+                for line in iter(pipe.readline, b""):  # type: ignore[attr-defined]
+                    self.lines.put(line)
+            except (ValueError, OSError):
+                pass  # the test closed the pipe
             self.lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
@@ -91,9 +95,19 @@ def wait_until(cond: object, timeout: float, what: str) -> None:
 
 
 def terminate(p: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Kill ``p`` if it still runs, reap it, and close its pipes."""
     if p.poll() is None:
         p.kill()
     p.wait(timeout)
+    for f in (p.stdin, p.stdout, p.stderr):
+        if f is not None:
+            with contextlib.suppress(OSError, ValueError):
+                f.close()
+
+
+def stderr_of(p: subprocess.Popen[bytes]) -> str:
+    """What an exited ``p`` wrote to stderr."""
+    return p.stderr.read().decode(errors="replace") if p.stderr else ""
 
 
 # --------------------------------------------------------------------------- tests

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 POLL_MS = 500
 PARTITION_REFRESH_S = 5.0
-TOPIC_WAIT_S = 10.0
+TOPIC_WAIT_S = 5.0
 FORMATTER_DEFAULTS = {
     "print.timestamp": "false", "print.key": "false", "print.value": "true",
     "print.partition": "false", "print.offset": "false", "print.headers": "false",
@@ -187,7 +187,7 @@ async def _consume(args: argparse.Namespace, formatter: Formatter, props: dict[s
     from moldau.clients.consumer import Consumer
     from moldau.clients.protocol import MoldauError
 
-    consumer = Consumer(args.bootstrap_server, client_id="console-consumer",
+    consumer = Consumer(bootstrap_servers=args.bootstrap_server, client_id="console-consumer",
                         **client_kwargs(Consumer, props, "consumer"))
     await consumer.start()
     try:

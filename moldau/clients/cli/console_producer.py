@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 CHUNK = 64 * 1024
 MAX_REPORTED_ERRORS = 10
-TOPIC_WAIT_S = 10.0
+TOPIC_WAIT_S = 5.0
 # the line-reader properties Kafka's LineMessageReader takes, with its defaults
 READER_DEFAULTS = {
     "parse.key": "false", "key.separator": "\t", "ignore.error": "false",

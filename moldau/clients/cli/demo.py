@@ -63,7 +63,7 @@ async def run_demo(bootstrap_servers: str, topic: str) -> None:
     sys.stdout.flush()
 
     wanted = {(md.partition, md.offset) for md in sent}
-    consumer = Consumer(bootstrap_servers, auto_offset_reset="earliest",
+    consumer = Consumer(bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
                         client_id="moldau-demo")
     await consumer.start()
     got = []

@@ -102,10 +102,8 @@ class Backend(Protocol):
 
 
 def command_error(message: str) -> CliError:
-    message = message.strip()
-    if message and message[-1] not in ".!?":
-        message += "."
-    return CliError(COMMAND_ERROR + message[:1].upper() + message[1:], prefix="")
+    """Kafka's one line for a failed topic command (the message is used as worded)."""
+    return CliError(COMMAND_ERROR + message.strip(), prefix="")
 
 
 class ZookeeperBackend:
@@ -214,13 +212,13 @@ class ZookeeperBackend:
                 raise command_error(
                     f"Unknown broker(s) in the replica assignment: "
                     f"{', '.join(map(str, unknown))} (live brokers: "
-                    f"{', '.join(map(str, brokers)) or 'none'})")
+                    f"{', '.join(map(str, brokers)) or 'none'}).")
             rf = max(len(r) for r in assignment.values())
         else:
             rf = topic.replication_factor
             if rf > len(brokers):
                 raise command_error(
-                    f"Replication factor: {rf} larger than available brokers: {len(brokers)}")
+                    f"Replication factor: {rf} larger than available brokers: {len(brokers)}.")
         if rf > 1:
             raise command_error(REPLICATION_NOT_BUILT)
         if topic.replica_assignment is None:
@@ -319,60 +317,42 @@ class BootstrapBackend:
             await self.admin.close()
 
     async def list_topics(self) -> dict[str, bool]:
-        return {t: False for t in await self.admin.list_topics()}
+        return {t: False for t in await self.admin.list_topics(include_internal=True)}
 
     async def describe(self, names: Sequence[str]) -> list[TopicView]:
         if not names:
             return []
         views = []
         for d in await self.admin.describe_topics(list(names)):
-            views.append(TopicView(d, await self._overrides(d.name)))
+            # the broker answers with the topic's effective configuration (its defaults
+            # merged with the topic's overrides)
+            views.append(TopicView(d, await self.admin.describe_configs(d.name)))
         return views
 
-    async def _overrides(self, name: str) -> dict[str, str]:
-        """The topic's own configuration (not the broker defaults), as Kafka shows it."""
-        result = await self.admin.describe_configs(name)
-        out: dict[str, str] = {}
-        items = result.items() if isinstance(result, dict) else (
-            (getattr(e, "name", None), e) for e in result)
-        for key, entry in items:
-            if isinstance(entry, str | int | float) or entry is None:
-                out[str(key)] = "" if entry is None else str(entry)
-                continue
-            source = getattr(entry, "source", None)
-            is_default = getattr(entry, "is_default", None)
-            if is_default is True or (source is not None and str(source).lower() not in (
-                    "topic", "dynamic_topic_config", "1", "dynamic")):
-                continue
-            out[str(getattr(entry, "name", key))] = str(getattr(entry, "value", ""))
-        return out
-
     async def create(self, topic: NewTopic) -> None:
-        from moldau.clients.protocol import ErrorCode, MoldauError
+        from moldau.clients.protocol import ErrorCode
 
-        try:
-            await self.admin.create_topics([topic])
-        except MoldauError as e:
-            if e.code == ErrorCode.TOPIC_ALREADY_EXISTS:
-                raise TopicExists(topic.name) from None
-            raise command_error(e.message or e.code.name) from None
+        err = (await self.admin.create_topics_results([topic])).get(topic.name)
+        if err is None:
+            return
+        if err.code == ErrorCode.TOPIC_ALREADY_EXISTS:
+            raise TopicExists(topic.name)
+        raise command_error(err.message or err.code.name)
 
     async def delete(self, name: str) -> str | None:
-        from moldau.clients.protocol import MoldauError
-
-        try:
-            await self.admin.delete_topics([name])
-        except MoldauError as e:
-            raise command_error(e.message or e.code.name) from None
+        err = (await self.admin.delete_topics_results([name])).get(name)
+        if err is not None:
+            raise command_error(err.message or err.code.name)
         return None
 
     async def add_partitions(self, view: TopicView, total: int) -> None:
         from moldau.clients.protocol import MoldauError
 
+        name = view.description.name
         try:
-            await self.admin.create_partitions(view.description.name, total)
+            await self.admin.create_partitions(name, total)
         except MoldauError as e:
-            raise command_error(e.message or e.code.name) from None
+            raise command_error(_unprefixed(e, name)) from None
 
     async def alter_configs(self, name: str, set_: dict[str, str], delete: list[str]) -> None:
         from moldau.clients.protocol import MoldauError
@@ -380,7 +360,13 @@ class BootstrapBackend:
         try:
             await self.admin.alter_configs(name, set_, delete)
         except MoldauError as e:
-            raise command_error(e.message or e.code.name) from None
+            raise command_error(_unprefixed(e, name)) from None
+
+
+def _unprefixed(e: Any, name: str) -> str:
+    """The broker's message without the ``topic: `` the admin client puts in front."""
+    msg = str(e.message or e.code.name)
+    return msg.removeprefix(f"{name}: ")
 
 
 # --------------------------------------------------------------------------- the command
@@ -435,11 +421,11 @@ def _parse_assignment(text: str) -> dict[int, list[int]]:
             raise CliError(f"bad --replica-assignment {text!r}: expected broker ids like "
                            "1:2,2:3") from None
         if len(set(replicas)) != len(replicas):
-            raise command_error(f"Partition {p} has duplicate replicas: {part}")
+            raise command_error(f"Partition {p} has duplicate replicas: {part}.")
         out[p] = replicas
     if len({len(r) for r in out.values()}) > 1:
         raise command_error("Partition replica lists may not contain different numbers "
-                            "of replicas")
+                            "of replicas.")
     return out
 
 
@@ -576,7 +562,7 @@ async def _delete(backend: Backend, args: argparse.Namespace) -> int:
     for name in names:
         if name in INTERNAL_TOPICS:
             raise command_error(f"Topic {name} is a kafka internal topic and is not allowed "
-                                "to be marked for deletion")
+                                "to be marked for deletion.")
     for name in names:
         line = await backend.delete(name)
         if line:
@@ -600,7 +586,7 @@ async def _alter(backend: Backend, args: argparse.Namespace) -> int:
                 raise command_error(
                     f"The number of partitions for a topic can only be increased. Topic "
                     f"{view.description.name} currently has {have} partitions, "
-                    f"{args.partitions} would not be an increase")
+                    f"{args.partitions} would not be an increase.")
             await backend.add_partitions(view, args.partitions)
             print("Adding partitions succeeded!")
         if args.config or args.delete_config:
