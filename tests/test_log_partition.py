@@ -414,6 +414,28 @@ def test_damage_in_an_old_segment(tmp_path: Path) -> None:
     full.close()
 
 
+def test_index_entry_pointing_at_the_wrong_batch_is_an_error(tmp_path: Path) -> None:
+    plog = make_log(tmp_path, **{"segment.bytes": 3000, "index.interval.bytes": 300})
+    fill(plog, 40)
+    seg = plog.segments[0]
+    entries = seg.index.entries()
+    starts = {h.base_offset: p for p, h in seg.batch_headers()}
+    plog.close()
+    # entry 2 moved to the batch just before the one it names: still monotonic, so the
+    # sanity check at open passes, but it names the wrong batch
+    off2, _ = entries[2]
+    wrong = starts[off2 - 5]
+    assert wrong > entries[1][1]
+    with open(seg.index.path, "r+b") as f:
+        f.seek(2 * 8 + 4)
+        f.write(wrong.to_bytes(4, "big"))
+    again = PartitionLog(tmp_path / "t-0", plog.config, "t", 0)
+    again.open(recovery_point=plog.log_end_offset)
+    with pytest.raises(StorageError, match="points at the batch"):
+        again.read(off2, 1000)
+    again.close()
+
+
 CHILD = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
@@ -510,6 +532,28 @@ async def test_flush_waits_for_appends_made_during_a_sync(tmp_path: Path) -> Non
     await first
     assert plog.fsync_count == 2
     plog.close()
+
+
+async def test_truncation_during_a_sync_does_not_overstate_durability(tmp_path: Path) -> None:
+    plog = make_log(tmp_path)
+    plog.append(batch(0, 3))
+    first = asyncio.ensure_future(plog.flush())
+    await asyncio.sleep(0)  # its sync is in flight
+    plog.truncate_to(0)
+    plog.append(batch(0, 3))  # new data at the same offsets, not covered by that sync
+    await first
+    assert plog.recovery_point == 3
+    assert plog.fsync_count == 2
+    plog.close()
+
+
+async def test_flush_of_a_deleted_log_fails(tmp_path: Path) -> None:
+    plog = make_log(tmp_path)
+    plog.append(batch(0, 3))
+    plog.delete()
+    assert not (tmp_path / "t-0").exists()
+    with pytest.raises(StorageError):
+        await plog.flush()
 
 
 async def test_pagecache_policy(tmp_path: Path) -> None:

@@ -116,6 +116,7 @@ class PartitionLog:
         self._recovery_point = 0
         self._high_watermark: int | None = None
         self._open = False
+        self._deleted = False
         # group commit state
         self._sync_future: asyncio.Future[None] | None = None
         self._generation = 0  # bumped by truncation: an in-flight sync then proves nothing
@@ -319,6 +320,7 @@ class PartitionLog:
         self._segments = []
         self._bases = []
         self._open = False
+        self._deleted = True
         self._index_sync_pending.clear()
         target = self.directory
         if target.exists():
@@ -519,10 +521,14 @@ class PartitionLog:
         return fm is not None and now_ms - self._last_sync_ms >= fm
 
     async def _sync_to(self, target: int) -> None:
-        while self._open:
+        while True:
+            if self._deleted:
+                raise StorageError(f"log {self.name} was deleted", errno.ENOENT)
             # a truncation may have removed what the caller appended
             if self._recovery_point >= min(target, self.log_end_offset):
                 return
+            if not self._open:
+                raise StorageError(f"log {self.name} is closed", errno.EBADF)
             fut = self._sync_future or self._start_sync()
             await self._wait(fut)
 

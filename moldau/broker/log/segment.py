@@ -431,8 +431,14 @@ class Segment:
         """Position and header of the first batch whose last offset is >= ``offset``."""
         if offset >= self._next_offset:
             return None
-        _, pos = self.index.lookup(offset)
+        entry_offset, pos = self.index.lookup(offset)
         for p, h in self._iter_headers(pos, self._size):
+            if p == pos and h.base_offset != entry_offset:
+                # the sanity check at open cannot prove every entry: refuse to serve from
+                # a position that is not the batch the index says
+                raise CorruptRecordError(
+                    f"{self.index.path.name}: entry ({entry_offset}, {pos}) points at the"
+                    f" batch of offset {h.base_offset}")
             if h.last_offset >= offset:
                 return p, h
         return None

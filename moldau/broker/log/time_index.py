@@ -14,6 +14,7 @@ are added at the same points as the offset index's, only when the maximum grew.
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 from bisect import bisect_right
 from pathlib import Path
@@ -51,13 +52,7 @@ class TimeIndex:
         data, existed = self._file.open_file()
         whole = len(data) - len(data) % ENTRY_SIZE
         self._torn = whole != len(data)
-        ts = array("q")
-        offs = array("I")
-        for t, o in ENTRY.iter_unpack(data[:whole]):
-            ts.append(t)
-            offs.append(o)
-        self._timestamps = ts
-        self._offsets = offs
+        self._timestamps, self._offsets = _decode(data[:whole])
         return existed
 
     def sanity_check(self, next_offset: int) -> str | None:
@@ -154,3 +149,21 @@ class TimeIndex:
         self._timestamps = array("q")
         self._offsets = array("I")
         self._torn = False
+
+
+def _decode(data: bytes) -> tuple[array[int], array[int]]:
+    """Split 12-byte entries into timestamp and offset arrays with C-speed slicing (an
+    index of a 1 GiB segment has ~260,000 entries: a Python loop would take a while)."""
+    n = len(data) // ENTRY_SIZE
+    words = array("I")
+    words.frombytes(data)  # three big-endian u32 per entry: ts high, ts low, offset
+    pairs = array("I", bytes(8 * n))
+    pairs[0::2] = words[0::3]
+    pairs[1::2] = words[1::3]
+    timestamps = array("q")
+    timestamps.frombytes(pairs.tobytes())
+    offsets = words[2::3]
+    if sys.byteorder == "little":
+        timestamps.byteswap()
+        offsets.byteswap()
+    return timestamps, offsets
