@@ -45,7 +45,7 @@ async def test_kill9_restart_restores_persistent_nodes_and_expires_dead_sessions
         await c.create("/seq/n-", sequential=True, make_parents=True)
         before = await dump(c)
     client = await asyncio.to_thread(spawn_ephemeral_client, procs, tmp_path, md.address,
-                                     "/brokers/ids/1", 1500)
+                                     "/brokers/ids/1", 2500)
     client.kill()  # its session does not come back
     md = await asyncio.to_thread(restart, procs, md)
     async with MetadataClient(md.address) as c:

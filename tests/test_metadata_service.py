@@ -301,7 +301,8 @@ async def test_ephemeral_node_of_a_killed_client_goes_after_its_timeout(
     os.kill(client.pid, signal.SIGKILL)
     async with asyncio.timeout(5):
         await gone.wait()
-    assert time.monotonic() - killed_at >= 0.4  # not before the session timeout
+    # not before the session timeout (600 ms, less the last ping's age of 200 ms at most)
+    assert time.monotonic() - killed_at >= 0.35
     assert await zk.exists("/brokers/ids/7") is None
 
 
@@ -347,9 +348,9 @@ async def test_sigterm_stops_cleanly(procs: Processes, tmp_path: Path) -> None:
                     f"dataDir={tmp_path / 'zkdata'}\nserver.1=localhost:2888:3888\n")
     md = procs.spawn("md-conf", [sys.executable, "-m", "moldau.broker.metadata",
                                  "--config", str(conf), "--host", "127.0.0.1"])
-    async with MetadataClient(md.address, session_timeout_ms=100) as c:
+    async with MetadataClient(md.address, session_timeout_ms=5000) as c:
         # tickTime=100 gives ZooKeeper's bounds: 2 to 20 ticks
-        assert c.session_timeout_ms == 200
+        assert c.session_timeout_ms == 2000
         await c.create("/x")
     assert (tmp_path / "zkdata").is_dir()
     t0 = time.monotonic()
