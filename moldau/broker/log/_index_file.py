@@ -26,8 +26,8 @@ class IndexFile:
         self.entry_size = entry_size
         self._fd = -1
         self._writable = False
-        # set when entries changed while the file was read-only: the file must be rewritten
-        # from memory once it is writable again
+        # the file no longer matches the entries in memory (changed while read-only, or a
+        # write or cut failed): it is rewritten from memory before the next append
         self.stale = False
 
     @property
@@ -57,23 +57,22 @@ class IndexFile:
         data = os.pread(self._fd, size, 0) if size else b""
         return data, existed
 
-    def reopen_writable(self) -> bool:
-        """Reopen read-write (after the directory became writable again); raises OSError.
-        Returns True if the file must be rewritten from memory."""
-        if self._writable:
-            return False
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = fd
-        self._writable = True
+    def make_writable(self) -> bool:
+        """Reopen read-write if the file was opened read-only (raises OSError if it still
+        cannot be). Returns True if the file must be rewritten from memory (``stale``)."""
+        if not self._writable:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._fd = fd
+            self._writable = True
         return self.stale
 
     def write_at(self, count: int, data: bytes) -> None:
         """Write ``data`` (whole entries) after the first ``count`` entries; on failure cut
-        the file back to ``count`` entries and re-raise. On a read-only file the change
-        stays in memory (``stale``)."""
-        if not self._writable:
+        the file back to ``count`` entries and re-raise. While the file is read-only or
+        stale the change is kept in memory only, to be written by ``rewrite``."""
+        if not self._writable or self.stale:
             self.stale = True
             return
         pos = count * self.entry_size
@@ -87,20 +86,29 @@ class IndexFile:
             try:
                 os.ftruncate(self._fd, count * self.entry_size)
             except OSError:
-                pass  # a longer file fails the sanity check and the index is rebuilt
+                self.stale = True
             raise
 
     def truncate_entries(self, count: int) -> None:
-        if not self._writable:
+        """Cut the file to ``count`` entries. Never raises: if the file cannot be cut it
+        is marked stale, so memory (the truth) is always updated by the caller."""
+        if not self._writable or self.stale:
             self.stale = True
             return
-        os.ftruncate(self._fd, count * self.entry_size)
+        try:
+            os.ftruncate(self._fd, count * self.entry_size)
+        except OSError:
+            self.stale = True
 
     def rewrite(self, data: bytes) -> None:
         """Replace the whole file with ``data`` (the entries held in memory)."""
-        os.ftruncate(self._fd, 0)
-        self.write_at(0, data)
         self.stale = False
+        try:
+            os.ftruncate(self._fd, 0)
+            self.write_at(0, data)
+        except OSError:
+            self.stale = True
+            raise
 
     def sync(self) -> None:
         if self._fd >= 0 and self._writable:

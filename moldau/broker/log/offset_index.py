@@ -84,8 +84,9 @@ class OffsetIndex:
             return "index entries are not strictly increasing"
         return None
 
-    def reopen_writable(self) -> None:
-        if self._file.reopen_writable():
+    def make_writable(self) -> None:
+        """Reopen read-write if needed and write back entries the file is missing."""
+        if self._file.make_writable():
             self._file.rewrite(b"".join(ENTRY.pack(o, p) for o, p in
                                         zip(self._offsets, self._positions, strict=True)))
 

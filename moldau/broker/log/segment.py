@@ -283,8 +283,8 @@ class Segment:
             os.close(self._fd)
             self._fd = fd
             self._writable = True
-        self.index.reopen_writable()
-        self.time_index.reopen_writable()
+        self.index.make_writable()
+        self.time_index.make_writable()
         if self._dirty_tail:
             os.ftruncate(self._fd, self._size)
             self._dirty_tail = False
@@ -368,11 +368,8 @@ class Segment:
                 self._index_batch(start + b.position, b.size, b.base_offset, b.max_timestamp)
         except (OSError, ValueError):
             self._max_timestamp, self._offset_of_max_timestamp, self._bytes_since_index = saved
-            try:
-                self.index.truncate_entries(n_index)
-                self.time_index.truncate_entries(n_time)
-            except OSError:
-                pass  # the index fails its sanity check at the next open and is rebuilt
+            self.index.truncate_entries(n_index)
+            self.time_index.truncate_entries(n_time)
             try:
                 os.ftruncate(self._fd, start)
             except OSError:

@@ -72,8 +72,9 @@ class TimeIndex:
             return "time index entries are not in order"
         return None
 
-    def reopen_writable(self) -> None:
-        if self._file.reopen_writable():
+    def make_writable(self) -> None:
+        """Reopen read-write if needed and write back entries the file is missing."""
+        if self._file.make_writable():
             self._file.rewrite(b"".join(ENTRY.pack(t, o) for t, o in
                                         zip(self._timestamps, self._offsets, strict=True)))
 
