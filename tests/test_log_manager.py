@@ -101,6 +101,11 @@ async def test_restart_keeps_logs_and_trusts_checkpoints(tmp_path: Path) -> None
         assert plog.log_end_offset == plog.recovery_point == 3 * (p + 1)
         assert values(plog.read(0, 10_000)) == [f"r{i}".encode() for i in range(3 * (p + 1))]
     assert again.get("orders", 2).high_watermark == 4  # type: ignore[union-attr]
+    # a high watermark never set keeps following the log end after a restart
+    follows = again.get("orders", 1)
+    assert follows is not None and follows.explicit_high_watermark is None
+    follows.append(batch(6, 1))
+    assert follows.high_watermark == follows.log_end_offset == 7
     assert again.get("orders", 9) is None
     await again.stop()
 

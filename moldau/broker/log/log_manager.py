@@ -333,7 +333,9 @@ class LogManager:
             files = out[self._dir_of[tp]]
             files[RECOVERY_POINT_CHECKPOINT][tp] = plog.recovery_point
             files[LOG_START_OFFSET_CHECKPOINT][tp] = plog.log_start_offset
-            files[REPLICATION_CHECKPOINT][tp] = plog.high_watermark
+            hw = plog.explicit_high_watermark
+            if hw is not None:
+                files[REPLICATION_CHECKPOINT][tp] = hw
         return out
 
     async def write_checkpoints(self) -> None:

@@ -168,6 +168,12 @@ class PartitionLog:
         self._high_watermark = min(max(offset, self._log_start_offset), self.log_end_offset)
 
     @property
+    def explicit_high_watermark(self) -> int | None:
+        """The high watermark if replication set one, None while it follows the log end
+        (only a set one is checkpointed, so an unset one still follows after a restart)."""
+        return self._high_watermark
+
+    @property
     def segments(self) -> list[Segment]:
         """The segments, oldest first (a copy; the last one is the active segment)."""
         return list(self._segments)
@@ -197,6 +203,8 @@ class PartitionLog:
         the first torn or corrupt batch, and any segment after a cut is deleted, so the log
         ends at its last valid batch. None recovers every segment (no checkpoint known).
         """
+        if self._open:
+            return
         try:
             self._open_segments(recovery_point, log_start_offset)
         except OSError as e:
