@@ -61,6 +61,8 @@ class Role:
 
     ``argv(index, port, data_dir, started, options)`` builds the daemon's arguments (after
     ``python -m module``); ``started`` maps each earlier role to the addresses it serves on.
+    Process ``index`` prefers port ``base_port + index`` (the classic ports), or the one
+    given by the ``port_option`` attribute of the options (0: any free port).
     """
 
     role: str
@@ -68,6 +70,7 @@ class Role:
     count: Callable[[argparse.Namespace], int]
     name: Callable[[int], str]
     base_port: int
+    port_option: str
     argv: Callable[[int, int, Path, dict[str, list[str]], argparse.Namespace], list[str]]
 
 
@@ -92,9 +95,9 @@ def _broker_argv(index: int, port: int, data_dir: Path, started: dict[str, list[
 
 ROLES: tuple[Role, ...] = (
     Role("metadata", "moldau.broker.metadata", lambda o: 1, lambda i: "metadata", 2181,
-         _metadata_argv),
+         "metadata_port", _metadata_argv),
     Role("broker", "moldau.broker", lambda o: int(o.brokers), lambda i: f"broker-{i + 1}",
-         9092, _broker_argv),
+         9092, "broker_port", _broker_argv),
 )
 
 
@@ -322,8 +325,8 @@ def start_cluster(opts: argparse.Namespace, data_dir: Path, *, quiet: bool = Fal
 
 
 def _choose_port(role: Role, index: int, opts: argparse.Namespace) -> int:
-    fixed = {"metadata": opts.metadata_port, "broker": opts.broker_port}.get(role.role)
-    base = role.base_port if fixed is None else fixed
+    fixed = getattr(opts, role.port_option, None)
+    base = role.base_port if fixed is None else int(fixed)
     if base == 0:
         return 0
     port = base + index
