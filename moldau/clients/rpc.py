@@ -15,7 +15,7 @@ import logging
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from moldau.clients.protocol import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -78,9 +78,9 @@ class _ClientProtocol(asyncio.Protocol):
         self._can_write.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -114,12 +114,14 @@ class Connection:
         client_id: str = "moldau",
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         on_push: Callable[[Message], None] | None = None,
+        on_close: Callable[[Exception], None] | None = None,
         ssl: Any = None,
     ) -> None:
         self.host = host
         self.port = port
         self.client_id = client_id
         self.on_push = on_push
+        self.on_close = on_close
         self._ssl = ssl
         self._decoder = FrameDecoder(max_frame_size)
         self._proto: _ClientProtocol | None = None
@@ -148,7 +150,8 @@ class Connection:
         self._proto = proto
 
     def _fail(self, exc: Exception) -> None:
-        if self._closed is None:
+        first = self._closed is None
+        if first:
             self._closed = exc
         pending, self._pending = self._pending, {}
         for fut, _ in pending.values():
@@ -156,6 +159,8 @@ class Connection:
                 fut.set_exception(self._closed)
         if self._proto and self._proto.transport:
             self._proto.transport.abort()
+        if first and self.on_close is not None:
+            self.on_close(self._closed)
 
     def _on_frame(self, frame: bytes) -> None:
         try:
@@ -266,9 +271,8 @@ class _ServerProtocol(asyncio.Protocol):
         self.tasks: set[asyncio.Task[Message | None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.conn = ServerConnection(transport)
+        self.transport = cast(asyncio.Transport, transport)
+        self.conn = ServerConnection(self.transport)
         self.server._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
