@@ -4,6 +4,7 @@ full buffer blocks then fails."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from moldau.clients.admin import Admin
 from moldau.clients.consumer import Consumer
 from moldau.clients.producer import BufferFullError, Producer
 from moldau.clients.protocol import MoldauError
+from moldau.clients.records import Record
 from moldau.clients.types import NewTopic, RecordMetadata, TopicPartition
 
 
@@ -27,6 +29,17 @@ async def test_broker_restart_mid_stream_loses_no_acknowledged_record(procs: Pro
 
     acked: dict[int, RecordMetadata] = {}
     failed: list[BaseException] = []
+    live: list[Record] = []  # read by a consumer that keeps polling through the restart
+    consumer = Consumer(bootstrap_servers=servers, auto_offset_reset="earliest",
+                        fetch_max_wait_ms=200, request_timeout_ms=5000)
+    await consumer.start()
+    consumer.assign([TopicPartition("durable", 0), TopicPartition("durable", 1)])
+
+    async def consume() -> None:
+        while True:
+            live.extend(await consumer.poll(timeout_ms=500))
+
+    reading = asyncio.create_task(consume())
     async with Producer(servers, acks=1, linger_ms=2, retry_backoff_ms=50,
                         delivery_timeout_ms=60000, request_timeout_ms=5000) as producer:
 
@@ -50,36 +63,34 @@ async def test_broker_restart_mid_stream_loses_no_acknowledged_record(procs: Pro
         await asyncio.sleep(0.1)
         broker.kill()  # SIGKILL mid-stream
         await asyncio.sleep(0.5)
-        procs.broker(1, md.address, port=broker.port)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: procs.broker(1, md.address, port=broker.port))
         await sending
         await producer.flush()
     assert failed == []
     assert len(acked) == 3000
 
-    async with Consumer(bootstrap_servers=servers, auto_offset_reset="earliest") as consumer:
-        consumer.assign([TopicPartition("durable", 0), TopicPartition("durable", 1)])
+    try:
         ends = await consumer.end_offsets(consumer.assignment())
-        total = sum(ends.values())
-        records = []
         deadline = time.monotonic() + 30
-        while len(records) < total:
-            assert time.monotonic() < deadline
-            records.extend(await consumer.poll(timeout_ms=1000))
+        while len(live) < sum(ends.values()):
+            assert time.monotonic() < deadline, f"consumed {len(live)} of {ends}"
+            await asyncio.sleep(0.05)
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        await consumer.stop()
     for p in (0, 1):
-        values = [int(r.value) for r in records if r.partition == p]  # type: ignore[arg-type]
+        got = [r for r in live if r.partition == p]
+        assert [r.offset for r in got] == list(range(ends[TopicPartition("durable", p)]))
+        values = [int(r.value) for r in got]  # type: ignore[arg-type]
         # retries after a lost answer may duplicate, never drop or reorder
-        first_seen = list(dict.fromkeys(values))
-        assert first_seen == [i for i in range(3000) if i % 2 == p]
+        assert list(dict.fromkeys(values)) == [i for i in range(3000) if i % 2 == p]
+        by_offset = {r.offset: r.value for r in got}
         for i, meta in acked.items():
             if i % 2 == p:
-                assert records_at(records, p, meta.offset) == b"%d" % i
-
-
-def records_at(records: list, partition: int, offset: int) -> bytes | None:  # type: ignore[type-arg]
-    for r in records:
-        if r.partition == partition and r.offset == offset:
-            return r.value  # type: ignore[no-any-return]
-    return None
+                assert by_offset[meta.offset] == b"%d" % i
 
 
 async def test_full_buffer_blocks_then_raises(cluster: Processes) -> None:

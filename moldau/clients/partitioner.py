@@ -92,28 +92,28 @@ class Partitioner(Protocol):
 class DefaultPartitioner:
     """murmur2 for keyed records, sticky partitioning for records without a key."""
 
-    __slots__ = ("_rng", "_sticky")
+    __slots__ = ("_rng", "sticky")
 
     def __init__(self, rng: random.Random | None = None) -> None:
-        self._sticky: dict[str, int] = {}
+        self.sticky: dict[str, int] = {}  # topic -> its current sticky partition
         self._rng = rng or random.Random()
 
     def partition(self, topic: str, key: bytes | None, num_partitions: int,
                   available: Sequence[int] = ()) -> int:
         if key is not None:
             return key_partition(key, num_partitions)
-        p = self._sticky.get(topic)
+        p = self.sticky.get(topic)
         if p is None or p >= num_partitions:
             p = self._next(topic, -1, num_partitions, available)
         return p
 
     def on_new_batch(self, topic: str, prev_partition: int, num_partitions: int,
                      available: Sequence[int] = ()) -> None:
-        if self._sticky.get(topic, prev_partition) == prev_partition:
+        if self.sticky.get(topic, prev_partition) == prev_partition:
             self._next(topic, prev_partition, num_partitions, available)
 
     def sticky_partition(self, topic: str) -> int | None:
-        return self._sticky.get(topic)
+        return self.sticky.get(topic)
 
     def _next(self, topic: str, prev: int, num_partitions: int,
               available: Sequence[int]) -> int:
@@ -126,5 +126,5 @@ class DefaultPartitioner:
                 p = choices[self._rng.randrange(len(choices))]
         else:
             p = choices[self._rng.randrange(len(choices))]
-        self._sticky[topic] = p
+        self.sticky[topic] = p
         return p

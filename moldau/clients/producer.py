@@ -23,7 +23,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from operator import add, itemgetter
 from typing import Any
 
 from moldau.clients.cluster import ClusterClient
@@ -37,7 +39,9 @@ from moldau.clients.types import RecordMetadata
 log = logging.getLogger(__name__)
 
 _now = time.monotonic
-_wall = time.time
+_wall_ns = time.time_ns
+_tuple_new = tuple.__new__
+_delta = itemgetter(1)
 RECORD_OVERHEAD = 8  # what a record costs in a batch beyond its key, value and headers
 
 
@@ -111,28 +115,32 @@ class ProducerBatch:
         return self.encoded
 
     def complete(self, base_offset: int, log_append_time: int) -> None:
+        """Resolve every future: record i of the batch got offset ``base_offset + i``
+        (-1 for all when acks=0) and its own timestamp, or ``log_append_time`` if >= 0."""
         topic, partition = self.tp
         if self.bulk_future is not None:
             if not self.bulk_future.done():
                 self.bulk_future.set_result(RecordMetadata(
                     topic, partition, base_offset,
                     log_append_time if log_append_time >= 0 else self.base_ts))
-        elif base_offset < 0:  # acks=0: nothing known
-            for rec, fut in zip(self.records, self.futures, strict=True):
-                if not fut.done():
-                    fut.set_result(RecordMetadata(topic, partition, -1,
-                                                  self.base_ts + rec[1]))
-        elif log_append_time >= 0:
-            for i, fut in enumerate(self.futures):
-                if not fut.done():
-                    fut.set_result(RecordMetadata(topic, partition, base_offset + i,
-                                                  log_append_time))
-        else:
-            base_ts = self.base_ts
-            for rec, fut in zip(self.records, self.futures, strict=True):
-                if not fut.done():
-                    fut.set_result(RecordMetadata(topic, partition, base_offset + rec[0],
-                                                  base_ts + rec[1]))
+            self._finish()
+            return
+        n = self.count
+        offsets: Iterable[int] = (repeat(-1, n) if base_offset < 0
+                                  else range(base_offset, base_offset + n))
+        timestamps: Iterable[int] = (
+            repeat(log_append_time, n) if log_append_time >= 0
+            else map(add, repeat(self.base_ts, n), map(_delta, self.records)))
+        # built in C (map/zip) rather than by calling the NamedTuple per record: this runs
+        # once per produced record
+        metas = map(_tuple_new, repeat(RecordMetadata, n),
+                    zip(repeat(topic, n), repeat(partition, n), offsets, timestamps,
+                        strict=True))
+        for fut, meta in zip(self.futures, metas, strict=True):
+            try:
+                fut.set_result(meta)
+            except asyncio.InvalidStateError:
+                pass  # the caller cancelled it
         self._finish()
 
     def fail(self, exc: BaseException) -> None:
@@ -330,6 +338,16 @@ class Producer:
         self._max_block = max_block_ms / 1000
         self._max_request_size = max_request_size
         self._partitioner: Partitioner = partitioner or DefaultPartitioner()
+        # the default partitioner's sticky table, read directly on the hot path
+        self._sticky: dict[str, int] | None = (
+            self._partitioner.sticky if isinstance(self._partitioner, DefaultPartitioner)
+            else None)
+        self._open = self._acc.open
+        self._batch_size = batch_size
+        self._max_record_size = min(max_request_size - HEADER_SIZE, buffer_memory)
+        self._yield_soon = False
+        self._accepting = False
+        self._create_future: Any = None
         self._cluster = ClusterClient(
             bootstrap_servers, client_id=client_id, request_timeout_ms=request_timeout_ms,
             metadata_max_age_ms=metadata_max_age_ms, retry_backoff_ms=retry_backoff_ms,
@@ -359,8 +377,10 @@ class Producer:
         await self._cluster.start()
         self._cluster.add_listener(self._on_metadata)
         self._on_metadata(self._cluster)
+        self._create_future = self._loop.create_future
         self._sender = self._loop.create_task(self._run_sender(), name="moldau-producer-sender")
         self._started = True
+        self._accepting = True
 
     async def stop(self, timeout: float | None = None) -> None:
         """Send everything buffered (waiting up to ``timeout`` seconds), then close."""
@@ -371,6 +391,7 @@ class Producer:
                 async with asyncio.timeout(timeout):
                     await self.flush()
         self._closed = True
+        self._accepting = False
         self._cluster.remove_listener(self._on_metadata)
         if self._sender is not None:
             self._sender.cancel()
@@ -415,9 +436,10 @@ class Producer:
         """Buffer a record; the returned future resolves to its metadata once acknowledged
         (or fails with MoldauError). Waits only for metadata of a new topic or for buffer
         space."""
-        if self._closed or not self._started:
-            raise RuntimeError("producer is closed" if self._closed else
-                               "producer not started: await start() first")
+        # the hot path: plain attribute and dict work only, no per-record calls that can
+        # be avoided (the accumulator's append is inlined here)
+        if not self._accepting:
+            self._not_accepting()
         info = self._topic_info.get(topic)
         if info is None or (partition is not None and partition >= info[0]):
             info = await self._wait_on_metadata(topic, partition)
@@ -429,42 +451,77 @@ class Producer:
         if headers:
             for h in headers:
                 size += len(h[0]) + len(h[1]) + 4
-        if size + HEADER_SIZE > self._max_request_size or size > self._buffer_memory:
-            raise MoldauError(ErrorCode.MESSAGE_TOO_LARGE,
-                              f"record of {size} bytes exceeds max_request_size "
-                              f"{self._max_request_size} or buffer_memory {self._buffer_memory}")
-        if self._buffered + size > self._buffer_memory:
+        else:
+            headers = None
+        if size > self._max_record_size:
+            self._too_large(size)
+        buffered = self._buffered + size
+        if buffered > self._buffer_memory:
             await self._reserve(size)
         else:
-            self._buffered += size
+            self._buffered = buffered
         if timestamp_ms is None:
-            timestamp_ms = int(_wall() * 1000)
-        acc = self._acc
-        closed_full = False
+            timestamp_ms = _wall_ns() // 1_000_000
+        open_batches = self._open
+        b = None
         if partition is None:
-            partitioner = self._partitioner
-            partition = partitioner.partition(topic, key, info[0], info[1])
             if key is None:
-                b = acc.open.get((topic, partition))
-                if b is None or (b.count and b.size + size > acc.batch_size):
-                    # a new batch would open: ship the full one and let the sticky
-                    # partitioner move on first
-                    if b is not None:
-                        acc.close((topic, partition))
-                        closed_full = True
-                    partitioner.on_new_batch(topic, partition, info[0], info[1])
-                    partition = partitioner.partition(topic, key, info[0], info[1])
-        assert self._loop is not None
-        fut: asyncio.Future[RecordMetadata] = self._loop.create_future()
-        batch, created = acc.append((topic, partition), timestamp_ms, key, value, headers,
-                                    size, fut, _now())
-        if created:
-            assert self._wakeup is not None
-            self._wakeup.set()
-            if closed_full or len(acc.queues[batch.tp]) > 1:
-                # a batch is full: let the sender ship it before we go on
-                await asyncio.sleep(0)
+                sticky = self._sticky
+                partition = sticky.get(topic) if sticky is not None else None
+                if partition is None or partition >= info[0]:
+                    partition = self._partitioner.partition(topic, None, info[0], info[1])
+                b = open_batches.get((topic, partition))
+                if b is None or (b.count and b.size + size > self._batch_size):
+                    partition = self._next_sticky(topic, partition, b is not None, info)
+                    b = None
+            else:
+                partition = self._partitioner.partition(topic, key, info[0], info[1])
+        if b is None:
+            b = open_batches.get((topic, partition))
+            if b is None or (b.count and b.size + size > self._batch_size):
+                b = self._open_batch((topic, partition), timestamp_ms)
+        fut: asyncio.Future[RecordMetadata] = self._create_future()
+        n = b.count
+        b.records.append([n, timestamp_ms - b.base_ts, key, value, headers])
+        b.futures.append(fut)
+        b.count = n + 1
+        b.size += size
+        if timestamp_ms > b.max_ts:
+            b.max_ts = timestamp_ms
+        if self._yield_soon:
+            # a batch filled up: let the sender ship it before the caller goes on
+            self._yield_soon = False
+            await asyncio.sleep(0)
         return fut
+
+    def _not_accepting(self) -> None:
+        raise RuntimeError("producer is closed" if self._closed else
+                           "producer not started: await start() first")
+
+    def _too_large(self, size: int) -> None:
+        raise MoldauError(ErrorCode.MESSAGE_TOO_LARGE,
+                          f"record of {size} bytes exceeds max_request_size "
+                          f"{self._max_request_size} or buffer_memory {self._buffer_memory}")
+
+    def _next_sticky(self, topic: str, partition: int, close_full: bool,
+                     info: tuple[int, tuple[int, ...]]) -> int:
+        """A keyless record needs a new batch on its sticky partition: ship the full one and
+        let the partitioner move on (Kafka's onNewBatch)."""
+        if close_full:
+            self._acc.close((topic, partition))
+            self._yield_soon = True
+        self._partitioner.on_new_batch(topic, partition, info[0], info[1])
+        return self._partitioner.partition(topic, None, info[0], info[1])
+
+    def _open_batch(self, tp: tuple[str, int], timestamp: int) -> ProducerBatch:
+        acc = self._acc
+        b = acc.new_batch(tp, _now())
+        b.base_ts = b.max_ts = timestamp
+        assert self._wakeup is not None
+        self._wakeup.set()
+        if len(acc.queues[tp]) > 1:
+            self._yield_soon = True  # the previous batch of tp is full
+        return b
 
     async def send_and_wait(
         self,
@@ -499,7 +556,7 @@ class Producer:
         if info is None or (partition is not None and partition >= info[0]):
             info = await self._wait_on_metadata(topic, partition)
         if timestamp_ms is None:
-            timestamp_ms = int(_wall() * 1000)
+            timestamp_ms = _wall_ns() // 1_000_000
         encoded = encode_values(values, timestamp=timestamp_ms, key=key,
                                 compression=self._compression)
         size = len(encoded)
