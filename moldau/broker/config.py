@@ -284,7 +284,7 @@ def build_config(sources: Iterable[Mapping[str, str]]) -> tuple[BrokerConfig, li
     if "broker.id" not in known:
         raise ConfigError("broker.id is required (--broker-id N or broker.id=N)")
     try:
-        return BrokerConfig.model_validate(known), unknown
+        config = BrokerConfig.model_validate(known)
     except ValidationError as e:
         err = e.errors()[0]
         loc = err["loc"][0] if err["loc"] else ""
@@ -293,6 +293,25 @@ def build_config(sources: Iterable[Mapping[str, str]]) -> tuple[BrokerConfig, li
         value = known.get(key, "")
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"invalid value for {key}: {value!r} ({msg})") from None
+    _check_topic_defaults(config)
+    return config, unknown
+
+
+def _check_topic_defaults(config: BrokerConfig) -> None:
+    """The log.* keys must make a valid topic config; report a bad one by its broker key."""
+    from moldau.broker.log.config import LogConfig
+
+    try:
+        LogConfig.from_mapping(config.topic_defaults())
+    except ValueError as e:
+        msg = str(e)
+        names = {**{t: b for b, t in TOPIC_DEFAULT_KEYS.items()},
+                 "segment.ms": "log.roll.ms", "retention.ms": "log.retention.ms"}
+        for topic_key, broker_key in names.items():
+            if f" {topic_key}:" in msg:
+                msg = msg.replace(f" {topic_key}:", f" {broker_key}:", 1)
+                break
+        raise ConfigError(msg) from None
 
 
 def parse_override(item: str) -> tuple[str, str]:
