@@ -959,7 +959,7 @@ class _PerWindowStateStore:
             raise ValueError(f"state names starting with '_moldau' are reserved: "
                              f"{descriptor.name!r}")
         st = backend.get_state(descriptor)  # type: ignore[union-attr]
-        st.set_current_namespace(self._op._rt_ctx.window if self._per_window else None)
+        st.set_current_namespace(self._op._rt_ctx._window if self._per_window else None)
         return st
 
     get_state = _get
@@ -975,7 +975,7 @@ class _WindowContext(TriggerContext):
 
     def __init__(self, op: WindowOperator) -> None:
         self._op = op
-        self.window: Any = None
+        self._window: Any = None
         self.merged_windows: list[Any] = []
         self._states: dict[str, Any] = {}
         self._window_state = _PerWindowStateStore(op, True)
@@ -989,16 +989,16 @@ class _WindowContext(TriggerContext):
         return self._op.current_watermark
 
     def register_processing_time_timer(self, time: int) -> None:
-        self._op._rt_timers.register_processing_time_timer(self.window, time)
+        self._op._rt_timers.register_processing_time_timer(self._window, time)
 
     def register_event_time_timer(self, time: int) -> None:
-        self._op._rt_timers.register_event_time_timer(self.window, time)
+        self._op._rt_timers.register_event_time_timer(self._window, time)
 
     def delete_processing_time_timer(self, time: int) -> None:
-        self._op._rt_timers.delete_processing_time_timer(self.window, time)
+        self._op._rt_timers.delete_processing_time_timer(self._window, time)
 
     def delete_event_time_timer(self, time: int) -> None:
-        self._op._rt_timers.delete_event_time_timer(self.window, time)
+        self._op._rt_timers.delete_event_time_timer(self._window, time)
 
     def get_partitioned_state(self, state_descriptor: Any) -> Any:
         st = self._states.get(state_descriptor.name)
@@ -1008,14 +1008,17 @@ class _WindowContext(TriggerContext):
                                *([d.reduce_function] if hasattr(d, "reduce_function") else
                                  [d.agg_function] if hasattr(d, "agg_function") else []))
             st = self._states[d.name] = self._op.backend.get_state(internal)  # type: ignore[union-attr]
-        st.set_current_namespace(self.window)
+        st.set_current_namespace(self._window)
         return st
 
     def merge_partitioned_state(self, state_descriptor: Any) -> None:
         st = self.get_partitioned_state(state_descriptor)
-        st.merge_namespaces(self.window, self.merged_windows)
+        st.merge_namespaces(self._window, self.merged_windows)
 
     # process window function context
+    def window(self) -> Any:
+        return self._window
+
     def current_processing_time(self) -> int:
         return self.get_current_processing_time()
 
@@ -1031,7 +1034,7 @@ class _WindowContext(TriggerContext):
     def output(self, output_tag: OutputTag, value: Any) -> None:
         if not isinstance(output_tag, OutputTag):
             raise TypeError(f"context.output() expects an OutputTag, got {output_tag!r:.60}")
-        self._op._side(output_tag, value, self.window.max_timestamp())
+        self._op._side(output_tag, value, self._window.max_timestamp())
 
 
 class WindowOperator(KeyedOperator):
@@ -1150,7 +1153,7 @@ class WindowOperator(KeyedOperator):
                 skipped = False
                 contents.set_current_namespace(w)
                 contents.add(v)
-                ctx.window = w
+                ctx._window = w
                 r = trigger.on_element(v, ts, w, ctx)
                 if r.value[0]:
                     self._fire(key, w, out_v, out_t)
@@ -1205,13 +1208,13 @@ class WindowOperator(KeyedOperator):
                                "earlier than the current watermark by merging. Current "
                                f"watermark: {self.current_watermark} window: {merged}")
         ctx = self._rt_ctx
-        ctx.window = merged
+        ctx._window = merged
         ctx.merged_windows = old
         self.trigger.on_merge(merged, ctx)
         for m in old:
             if m == merged:
                 continue
-            ctx.window = m
+            ctx._window = m
             self.trigger.clear(m, ctx)
             self._delete_cleanup_timer(m)
         ctx.merged_windows = []
@@ -1238,7 +1241,7 @@ class WindowOperator(KeyedOperator):
                 return
             elements = [value]
         ctx = self._rt_ctx
-        ctx.window = window
+        ctx._window = window
         ts = window.max_timestamp()
         for o in self._rt_wfn(key, window, ctx, elements):
             if type(o) is tuple and len(o) == 2 and isinstance(o[0], OutputTag):
@@ -1254,7 +1257,7 @@ class WindowOperator(KeyedOperator):
             if window not in current:
                 return  # merged away meanwhile
         ctx = self._rt_ctx
-        ctx.window = window
+        ctx._window = window
         contents = self._rt_contents
         if event:
             r = self.trigger.on_event_time(ts, window, ctx)
@@ -1273,7 +1276,7 @@ class WindowOperator(KeyedOperator):
         contents.set_current_namespace(window)
         contents.clear()
         ctx = self._rt_ctx
-        ctx.window = window
+        ctx._window = window
         self.trigger.clear(window, ctx)
         if self._rt_pwf_clear is not None:
             self._rt_pwf_clear(ctx)
