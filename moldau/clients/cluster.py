@@ -358,7 +358,9 @@ class ClusterClient:
         if node is None:
             b = self.brokers.get(node_id)
             if b is None:
-                raise MoldauError(ErrorCode.BROKER_NOT_AVAILABLE,
+                # stale metadata named a broker that is gone: retriable after a refresh
+                self.request_update()
+                raise MoldauError(ErrorCode.NETWORK_EXCEPTION,
                                   f"broker {node_id} is not in the cluster metadata")
             node = self._nodes[node_id] = _Node(b.host, b.port)
         return node

@@ -318,7 +318,7 @@ class Consumer:
         return {tp for tp, st in self._states.items() if st.paused}
 
     def _state(self, tp: tuple[str, int]) -> _PartitionState:
-        st = self._states.get(tp)  # type: ignore[call-overload]
+        st = self._states.get(TopicPartition(tp[0], tp[1]))
         if st is None:
             raise ValueError(f"partition {tp[0]}-{tp[1]} is not assigned to this consumer")
         return st
@@ -372,9 +372,9 @@ class Consumer:
                 if st2 is not None and st2.generation == gens[tp]:
                     st2.resetting = False
         for tp, (offset, _) in found.items():
-            st = self._states.get(tp)
-            if st is not None and st.generation == gens[tp]:
-                self._set_position(tp, st, offset)
+            st3 = self._states.get(tp)
+            if st3 is not None and st3.generation == gens[tp]:
+                self._set_position(tp, st3, offset)
 
     async def position(self, tp: tuple[str, int]) -> int:
         """The offset of the next record ``poll`` returns for ``tp`` (looking it up per

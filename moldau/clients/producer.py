@@ -392,6 +392,10 @@ class Producer:
                     await self.flush()
         self._closed = True
         self._accepting = False
+        while self._buffer_waiters:  # senders blocked on a full buffer give up
+            w = self._buffer_waiters.popleft()
+            if not w.done():
+                w.set_result(None)
         self._cluster.remove_listener(self._on_metadata)
         if self._sender is not None:
             self._sender.cancel()
@@ -401,8 +405,8 @@ class Producer:
             t.cancel()
         if self._requests:
             await asyncio.gather(*self._requests, return_exceptions=True)
-        for t in self._topic_waits.values():
-            t.cancel()
+        for w in self._topic_waits.values():
+            w.cancel()
         err = MoldauError(ErrorCode.NETWORK_EXCEPTION, "producer closed before delivery")
         for b in list(self._acc.incomplete):
             b.fail(err)
@@ -672,6 +676,8 @@ class Producer:
         deadline = _now() + self._max_block
         loop = asyncio.get_running_loop()
         while self._buffered + size > self._buffer_memory and self._buffered > 0:
+            if self._closed:
+                self._not_accepting()
             remaining = deadline - _now()
             if remaining <= 0:
                 raise BufferFullError(
