@@ -162,3 +162,43 @@ def test_metadata_ls_shows_broker_ids(cluster: Processes) -> None:
     r = moldau("metadata", "ls", "/brokers/ids", "--zookeeper", cluster.daemons[0].address)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "1\n"
+
+
+def test_moldau_metadata_and_broker_run_the_daemons(procs: Processes, tmp_path: Path) -> None:
+    """``moldau metadata ...`` and ``moldau broker ...`` exec the daemons with the same
+    arguments (same pid: the harness's SIGKILL reaches the daemon itself)."""
+    from test_cli_common import MOLDAU
+
+    md = procs.spawn("md-via-cli", [*MOLDAU, "metadata", "--host", "127.0.0.1", "--port", "0",
+                                    "--data-dir", str(tmp_path / "md")])
+    broker = procs.spawn("broker-via-cli", [
+        *MOLDAU, "broker", "--broker-id", "7", "--listeners", "127.0.0.1:0",
+        "--log-dirs", str(tmp_path / "b7"), "--zookeeper", md.address])
+    r = moldau("metadata", "ls", "/brokers/ids", "--zookeeper", md.address)
+    assert r.returncode == 0 and r.stdout == "7\n", r.stderr
+    r = moldau("topics", "--list", "--bootstrap-server", broker.address)
+    assert r.returncode == 0, r.stderr
+    assert broker.stop() == 0  # SIGTERM reaches the broker: a clean exit
+    assert md.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_start_falls_back_to_free_ports(local_dir: Path) -> None:
+    import socket
+
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 2181))
+        held.listen()
+    except OSError:
+        held.close()
+        pytest.skip("port 2181 is in use here already")
+    try:
+        rc, _, err = _local(local_dir, "start", "--broker-port", "0")
+        assert rc == 0, err
+        rec = json.loads((local_dir / "cluster.json").read_text())
+        assert not rec["zookeeper"].endswith(":2181")
+        r = moldau("metadata", "ls", "/brokers/ids", "--zookeeper", rec["zookeeper"])
+        assert r.stdout == "1\n", r.stderr
+    finally:
+        held.close()
