@@ -224,15 +224,17 @@ async def test_background_loop_flushes_checkpoints_and_retains(tmp_path: Path) -
         old.append(batch(old.log_end_offset, 2, ts=long_ago))
     old.append(batch(old.log_end_offset, 2, ts=int(time.time() * 1000)))
     await old.flush()
-    checkpoint = OffsetCheckpoint(tmp_path / "recovery-point-offset-checkpoint")
+    points = OffsetCheckpoint(tmp_path / "recovery-point-offset-checkpoint")
+    starts = OffsetCheckpoint(tmp_path / "log-start-offset-checkpoint")
     for _ in range(500):  # the loop runs every 20 ms: this waits at most 10 s
         if (lazy.recovery_point == 5 and old.log_start_offset == 20
-                and checkpoint.read().get(("lazy", 0)) == 5):
+                and points.read().get(("lazy", 0)) == 5
+                and starts.read().get(("old", 0)) == 20):
             break
         await asyncio.sleep(0.02)
     assert lazy.recovery_point == 5, "the periodic flush did not run"
     assert old.log_start_offset == 20, "retention did not run"
+    assert points.read()[("lazy", 0)] == 5, "no recovery point checkpoint"
+    assert starts.read()[("old", 0)] == 20, "no log start offset checkpoint"
     assert values(old.read(old.log_start_offset, 10_000)) == [b"r20", b"r21"]
-    starts = OffsetCheckpoint(tmp_path / "log-start-offset-checkpoint").read()
-    assert starts[("old", 0)] == 20
     await lm.stop()
