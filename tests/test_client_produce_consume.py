@@ -328,3 +328,27 @@ async def test_many_records_many_partitions_random(cluster: Processes) -> None:
         records = await consume_n(consumer, 3000)
     for p in range(4):
         assert [r.value for r in records if r.partition == p] == sent[p]
+
+
+async def test_two_brokers_each_leading_some_partitions(procs: Processes) -> None:
+    md = procs.metadata()
+    b1 = procs.broker(1, md.address)
+    b2 = procs.broker(2, md.address)
+    servers = f"{b1.address},{b2.address}"
+    async with Admin(servers) as admin:
+        await admin.create_topics([NewTopic("spread", 6, 1)])
+        (desc,) = await admin.describe_topics(["spread"])
+    leaders = {p.partition: p.leader for p in desc.partitions}
+    assert set(leaders.values()) == {1, 2}
+    async with Producer([b2.address], linger_ms=1) as producer:
+        futs = [await producer.send("spread", b"%d" % i, partition=i % 6) for i in range(600)]
+        metas = await asyncio.gather(*futs)
+        assert producer.cluster.connected(1) is not None
+        assert producer.cluster.connected(2) is not None
+    assert [m.offset for m in metas if m.partition == 0] == list(range(100))
+    async with Consumer("spread", bootstrap_servers=b1.address,
+                        auto_offset_reset="earliest") as consumer:
+        records = await consume_n(consumer, 600)
+    for p in range(6):
+        assert [r.value for r in records if r.partition == p] == [
+            b"%d" % i for i in range(600) if i % 6 == p]
