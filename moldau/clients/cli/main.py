@@ -58,11 +58,11 @@ def build_parser(selected: str | None = None) -> ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name, aliases, module, help_text in COMMANDS:
-        kw = {"aliases": list(aliases), "help": help_text}
         if module is not None and (selected is None or selected == name or selected in aliases):
-            importlib.import_module(f"moldau.clients.cli.{module}").register(sub, name, **kw)
+            importlib.import_module(f"moldau.clients.cli.{module}").register(
+                sub, name, aliases=list(aliases), help=help_text)
         else:
-            sub.add_parser(name, add_help=False, **kw)
+            sub.add_parser(name, add_help=False, aliases=list(aliases), help=help_text)
     return parser
 
 

@@ -171,6 +171,7 @@ class ZookeeperBackend:
             parts: list[PartitionInfo] = []
             for p, replicas in sorted(assignment.partitions.items()):
                 raw = await self._get(layout.partition_state_path(name, p))
+                isr: tuple[int, ...]
                 if raw is None:
                     leader, epoch, isr = -1, -1, ()
                 else:
