@@ -678,7 +678,7 @@ def test_full_disk(tmp_path: Path) -> None:
         again.close()
 
 
-async def test_full_disk_during_roll_and_flush(tmp_path: Path) -> None:
+async def test_full_disk_with_rolls_and_flushes(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt", "256k") as mnt:
         plog = make_log(mnt, **{"segment.bytes": 3000})
         total = 0

@@ -643,6 +643,9 @@ class PartitionLog:
                     return found
         except OSError as e:
             raise StorageError.wrap(f"reading {self.name}", e) from e
+        except CorruptRecordError as e:
+            raise StorageError(f"reading {self.name}: corrupt data on disk: {e}",
+                               errno.EIO) from e
         return None
 
     # ------------------------------------------------------------------ truncation
@@ -667,6 +670,9 @@ class PartitionLog:
             self._segments[-1].truncate_to(offset)
         except OSError as e:
             raise StorageError.wrap(f"truncating {self.name}", e) from e
+        except CorruptRecordError as e:
+            raise StorageError(f"truncating {self.name}: corrupt data on disk: {e}",
+                               errno.EIO) from e
         finally:
             self._clamp_offsets()
         log.info("log %s: truncated to offset %d", self.name, self.log_end_offset)

@@ -78,7 +78,7 @@ class BatchInfo(NamedTuple):
     max_timestamp: int
 
 
-class _TornTail(Exception):
+class _TornTail(CorruptRecordError):
     """The walk over batch headers met something that is not a whole batch."""
 
 
@@ -202,7 +202,7 @@ class Segment:
         self._size = file_size
         try:
             self._rescan_tail()
-        except (_TornTail, CorruptRecordError, OSError):
+        except (CorruptRecordError, OSError):
             return False
         return self.time_index.sanity_check(self._next_offset) is None
 
