@@ -420,6 +420,9 @@ class SourceOperator(StreamOperator):
         self._rt_reader: Any = None
         self._rt_restored_splits: list[Any] | None = None
 
+    def functions(self) -> list[Any]:
+        return [self.source] if isinstance(self.source, Function) else []
+
     def create_reader(self, notify: Any = None) -> Any:
         """The reader of this subtask (see ``connector_runtime.SourceReader``)."""
         from moldau.clients.stream.connector_runtime import SourceReaderContext, create_reader
@@ -439,6 +442,7 @@ class SourceOperator(StreamOperator):
     def close(self) -> None:
         if self._rt_reader is not None:
             self._rt_reader.close()
+        super().close()
 
     def describe(self) -> str:
         return f"{self.name} ({type(self.source).__name__})"
