@@ -352,3 +352,33 @@ async def test_two_brokers_each_leading_some_partitions(procs: Processes) -> Non
     for p in range(6):
         assert [r.value for r in records if r.partition == p] == [
             b"%d" % i for i in range(600) if i % 6 == p]
+
+
+async def test_getmany_pause_resume_and_async_iteration(cluster: Processes) -> None:
+    servers = bootstrap(cluster)
+    await create_topic(servers, "many", 2)
+    async with Producer(servers) as producer:
+        for i in range(20):
+            await producer.send("many", b"%d" % i, partition=i % 2)
+    t0, t1 = TopicPartition("many", 0), TopicPartition("many", 1)
+    async with Consumer(bootstrap_servers=servers, auto_offset_reset="earliest") as consumer:
+        consumer.assign([t0, t1])
+        consumer.pause(t1)
+        assert consumer.paused() == {t1}
+        got: dict[TopicPartition, list[Record]] = {}
+        deadline = time.monotonic() + 10
+        while len(got.get(t0, [])) < 10:
+            assert time.monotonic() < deadline
+            for tp, recs in (await consumer.getmany(timeout_ms=500)).items():
+                got.setdefault(tp, []).extend(recs)
+        assert set(got) == {t0}
+        assert [r.value for r in got[t0]] == [b"%d" % i for i in range(0, 20, 2)]
+        assert await consumer.poll(timeout_ms=300) == []  # t1 stays paused
+        consumer.resume(t1)
+        values = []
+        async for record in consumer:
+            assert record.partition == 1
+            values.append(record.value)
+            if len(values) == 10:
+                break
+        assert values == [b"%d" % i for i in range(1, 20, 2)]
