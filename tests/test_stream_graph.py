@@ -239,7 +239,7 @@ def test_key_by_on_non_keyable_things() -> None:
                                         Types.ROW_NAMED(["word", "n"],
                                                         [Types.STRING(), Types.INT()]))
     rows.key_by("word")
-    with pytest.raises(GraphError, match="unknown field; .* has the fields word, n"):
+    with pytest.raises(GraphError, match=r"unknown field; .* has the fields word, n"):
         rows.key_by("count")
     with pytest.raises(GraphError, match="unknown field"):
         rows.key_by("word").sum("count")
@@ -251,7 +251,7 @@ def test_wrong_argument_kinds() -> None:
     k = s.key_by(0)
     with pytest.raises(TypeError, match="window\\(\\) expects a WindowAssigner"):
         k.window(Time.seconds(5))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="use TumblingEventTimeWindows.of"):
+    with pytest.raises(TypeError, match=r"use TumblingEventTimeWindows\.of"):
         k.window(TumblingEventTimeWindows)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="map\\(\\) expects a MapFunction"):
         s.map(42)

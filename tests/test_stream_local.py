@@ -405,7 +405,7 @@ def test_union_broadcast_rebalance_and_sequences() -> None:
     a = e.generate_sequence(1, 50)
     b = e.from_collection([100, 200])
     out = a.union(b).rebalance().map(lambda x: x).execute_and_collect()
-    assert sorted(out) == list(range(1, 51)) + [100, 200]
+    assert sorted(out) == [*list(range(1, 51)), 100, 200]
 
     class Tag(MapFunction):
         def open(self, ctx: RuntimeContext) -> None:

@@ -167,7 +167,7 @@ class CountAndRemember(KeyedProcessFunction):
     def process_element(self, value: tuple[str, int], ctx: Any) -> Any:
         n = (self.count.value() or 0) + 1
         self.count.update(n)
-        self.last.update((self.last.get() + [value[1]])[-3:])
+        self.last.update(([*self.last.get(), value[1]])[-3:])
         self.top.add(value[1])
         if n == 1:
             ctx.timer_service().register_event_time_timer(ctx.timestamp() + 10_000)

@@ -295,7 +295,7 @@ class FileReader(SourceReader):
     def _open(self, split: list[Any]) -> None:
         path, pos, _end, gz = split
         if gz:
-            fh = gzip.open(path, "rb")
+            fh = gzip.open(path, "rb")  # noqa: SIM115 - kept open across polls
             for _ in range(pos):  # pos counts lines for gz
                 if not fh.readline():
                     break
@@ -416,7 +416,7 @@ class _ThreadedReader(SourceReader):
             self._run()
         except _Cancelled:
             pass
-        except BaseException as e:  # noqa: BLE001 - handed to the runtime thread
+        except BaseException as e:
             self._error = e
         with self._cond:
             self._events.append(END_OF_INPUT)
@@ -494,7 +494,7 @@ class SourceFunctionReader(_ThreadedReader):
     def _stop(self) -> None:
         try:
             self.fn.cancel()
-        except Exception:  # noqa: BLE001 - the source is going away anyway
+        except Exception:
             pass
 
 

@@ -110,7 +110,7 @@ class SourceFunction(Function):
     def run(self, ctx: Any) -> None:
         raise NotImplementedError
 
-    def cancel(self) -> None:  # noqa: B027 - optional hook
+    def cancel(self) -> None:
         pass
 
 

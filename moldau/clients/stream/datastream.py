@@ -548,7 +548,7 @@ def _time_assigner(env: StreamExecutionEnvironment, size: Any, slide: Any) -> Wi
     return (SlidingProcessingTimeWindows if proc else SlidingEventTimeWindows).of(size, slide)
 
 
-# --- aggregations (picklable reduce functions) ------------------------------------------------------
+# --- aggregations (picklable reduce functions) ---------------------------------------------------
 
 
 class SumAggregator(fn_mod.ReduceFunction):
@@ -599,7 +599,7 @@ class MinMaxByAggregator(fn_mod.ReduceFunction):
         return f"{'MinBy' if self.is_min else 'MaxBy'}Aggregator({self.field!r})"
 
 
-# --- windowed streams --------------------------------------------------------------------------------
+# --- windowed streams ----------------------------------------------------------------------------
 
 
 class WindowedStream:

@@ -112,10 +112,10 @@ class RuntimeContext:
 class Function:
     """Base of all user functions: ``open`` before the first record, ``close`` at the end."""
 
-    def open(self, runtime_context: RuntimeContext) -> None:  # noqa: B027 - optional hook
+    def open(self, runtime_context: RuntimeContext) -> None:
         pass
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         pass
 
     def get_runtime_context(self) -> RuntimeContext:
@@ -274,7 +274,7 @@ class ProcessWindowFunction(Function):
                 elements: Iterable[Any]) -> Iterable[Any] | None:
         raise NotImplementedError
 
-    def clear(self, context: ProcessWindowFunction.Context) -> None:  # noqa: B027
+    def clear(self, context: ProcessWindowFunction.Context) -> None:
         """Called when the window's state is dropped (its cleanup time passed)."""
 
 
@@ -292,7 +292,7 @@ class ProcessAllWindowFunction(Function):
                 elements: Iterable[Any]) -> Iterable[Any] | None:
         raise NotImplementedError
 
-    def clear(self, context: ProcessWindowFunction.Context) -> None:  # noqa: B027
+    def clear(self, context: ProcessWindowFunction.Context) -> None:
         pass
 
 
@@ -455,7 +455,7 @@ class FieldAccessor:
             if isinstance(value, tuple):
                 if hasattr(value, "_replace"):  # namedtuple
                     return value._replace(**{value._fields[f]: new})  # type: ignore[attr-defined]
-                return value[:f] + (new,) + value[f + 1:]
+                return (*value[:f], new, *value[f + 1:])
             if isinstance(value, list):
                 out = list(value)
                 out[f] = new

@@ -58,7 +58,7 @@ class GraphError(ValueError):
     """A job graph that can't be built or run as described (a mistake in the job)."""
 
 
-class Partitioning(str, enum.Enum):
+class Partitioning(enum.StrEnum):
     """How records cross an edge (Flink's ship strategies)."""
 
     FORWARD = "FORWARD"      # subtask i -> subtask i (equal parallelism)
@@ -203,7 +203,7 @@ class JobGraph:
         """Parse a serialized graph; user code stays pickled. Raises GraphError."""
         try:
             d = msgpack.unpackb(data, raw=False)
-        except Exception as e:  # noqa: BLE001 - any decoding failure
+        except Exception as e:
             raise GraphError(f"not a job graph: {e}") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise GraphError("not a job graph (unknown format)")
@@ -414,7 +414,7 @@ def generate_job_graph(nodes: Sequence[StreamNode], *, job_name: str, default_pa
             c.operator.name = c.name
             try:
                 payload = cloudpickle.dumps(c.operator, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as e:  # noqa: BLE001 - any pickling failure is the job's
+            except Exception as e:
                 raise GraphError(f"the functions of operator '{c.name}' can't be serialized "
                                  f"for the cluster: {e}") from None
             specs.append(OperatorSpec(op_id[c.id], c.uid, c.name, c.operator.kind,
@@ -433,7 +433,7 @@ def generate_job_graph(nodes: Sequence[StreamNode], *, job_name: str, default_pa
         if e.part is Partitioning.HASH:
             try:
                 ks = cloudpickle.dumps(e.key, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as ex:  # noqa: BLE001
+            except Exception as ex:
                 raise GraphError(f"the key selector of '{e.dst.name}' can't be serialized: "
                                  f"{ex}") from None
         job_edges.append(JobEdge(vertex_of[e.src.id], vertex_of[e.dst.id], e.part, ks, e.tag))

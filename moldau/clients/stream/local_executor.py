@@ -277,13 +277,13 @@ class LocalJob:
             if sub.reader is not None:
                 try:
                     sub.reader.close()
-                except BaseException as e:  # noqa: BLE001
+                except BaseException as e:
                     err = err or e
         for v in self.graph.vertices:
             for sub in self.subtasks[v.id]:
                 try:
                     sub.chain.close()
-                except BaseException as e:  # noqa: BLE001
+                except BaseException as e:
                     err = err or e
         if err is not None:
             raise err

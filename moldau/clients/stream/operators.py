@@ -61,7 +61,6 @@ from moldau.clients.stream.watermark import (
     WatermarkOutput,
 )
 from moldau.clients.stream.window import (
-    GlobalWindow,
     TimeWindow,
     Trigger,
     TriggerContext,
@@ -121,7 +120,7 @@ class Batch:
     def pairs(self) -> Iterable[tuple[Any, int | None]]:
         """(value, timestamp) per record."""
         tss = self.timestamps
-        return zip(self.values, tss if tss is not None else itertools.repeat(None))
+        return zip(self.values, tss if tss is not None else itertools.repeat(None), strict=False)
 
     def __repr__(self) -> str:
         return f"Batch({list(self.pairs())!r:.200})"
@@ -532,7 +531,7 @@ class FlatMapOperator(StreamOperator):
         out_ts: list[int | None] = []
         set_key = backend.set_current_key if backend is not None else None
         key = self._rt_key if backend is not None else None
-        for v, ts in zip(values, tss if tss is not None else itertools.repeat(None)):
+        for v, ts in zip(values, tss if tss is not None else itertools.repeat(None), strict=False):
             if set_key is not None:
                 set_key(key(v))  # type: ignore[misc]
             res = f(v)
@@ -860,7 +859,7 @@ class TimestampsAndWatermarksOperator(StreamOperator):
                         f"{self.name}: records have no timestamps and the watermark strategy "
                         "has no timestamp assigner: use .with_timestamp_assigner(...)")
                 return batch
-        for v, ts in zip(values, tss):
+        for v, ts in zip(values, tss, strict=False):
             if ts is not None:
                 on_event(v, ts, out)
         if self.info.watermark_per_batch:

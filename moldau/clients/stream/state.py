@@ -122,7 +122,8 @@ class AggregatingStateDescriptor(StateDescriptor):
         for m in ("create_accumulator", "add", "get_result"):
             if not callable(getattr(agg_function, m, None)):
                 raise TypeError("AggregatingStateDescriptor expects an AggregateFunction "
-                                f"(with create_accumulator/add/get_result), got {agg_function!r:.60}")
+                                "(with create_accumulator/add/get_result), got "
+                                f"{agg_function!r:.60}")
         self.agg_function = agg_function
 
 
@@ -284,7 +285,7 @@ def split_keyed_snapshot(data: bytes, max_parallelism: int | None = None) -> dic
     snapshot is not one, or was taken with another max parallelism."""
     try:
         doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as e:  # noqa: BLE001 - any decoding failure means "not a snapshot"
+    except Exception as e:
         raise ValueError(f"not a keyed state snapshot: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError("not a keyed state snapshot (unknown format)")

@@ -45,7 +45,7 @@ class WatermarkValve:
 
     def _min_aligned(self) -> int | None:
         best: int | None = None
-        for w, a in zip(self.wm, self.aligned):
+        for w, a in zip(self.wm, self.aligned, strict=False):
             if a and (best is None or w < best):
                 best = w
         if best is not None and best > self.last_output:
@@ -147,7 +147,7 @@ class OperatorChain:
         """Restore each operator from the snapshots of all subtasks of the same operator id
         in an earlier run; returns the ids that had no state here."""
         missing = []
-        for op, oid in zip(self.ops, self.op_ids):
+        for op, oid in zip(self.ops, self.op_ids, strict=False):
             snaps = snapshots.get(oid)
             if snaps:
                 op.restore_state(list(snaps))
@@ -164,14 +164,14 @@ class OperatorChain:
         for op in self.ops:
             try:
                 op.close()
-            except BaseException as e:  # noqa: BLE001 - close them all, report the first
+            except BaseException as e:
                 err = err or e
         if err is not None:
             raise err
 
     def snapshot_state(self) -> dict[str, bytes]:
         """Operator id -> its snapshot (see ``StreamOperator.snapshot_state``)."""
-        return {oid: op.snapshot_state() for op, oid in zip(self.ops, self.op_ids)}
+        return {oid: op.snapshot_state() for op, oid in zip(self.ops, self.op_ids, strict=False)}
 
     # inputs -----------------------------------------------------------------------------------
 

@@ -60,99 +60,99 @@ class Types:
     """Factories of :class:`TypeInformation`, as ``pyflink.common.typeinfo.Types``."""
 
     @staticmethod
-    def STRING() -> TypeInformation:  # noqa: N802 - PyFlink's names
+    def STRING() -> TypeInformation:
         return TypeInformation("String")
 
     @staticmethod
-    def BYTE() -> TypeInformation:  # noqa: N802
+    def BYTE() -> TypeInformation:
         return TypeInformation("Byte")
 
     @staticmethod
-    def BOOLEAN() -> TypeInformation:  # noqa: N802
+    def BOOLEAN() -> TypeInformation:
         return TypeInformation("Boolean")
 
     @staticmethod
-    def SHORT() -> TypeInformation:  # noqa: N802
+    def SHORT() -> TypeInformation:
         return TypeInformation("Short")
 
     @staticmethod
-    def INT() -> TypeInformation:  # noqa: N802
+    def INT() -> TypeInformation:
         return TypeInformation("Integer")
 
     @staticmethod
-    def LONG() -> TypeInformation:  # noqa: N802
+    def LONG() -> TypeInformation:
         return TypeInformation("Long")
 
     @staticmethod
-    def FLOAT() -> TypeInformation:  # noqa: N802
+    def FLOAT() -> TypeInformation:
         return TypeInformation("Float")
 
     @staticmethod
-    def DOUBLE() -> TypeInformation:  # noqa: N802
+    def DOUBLE() -> TypeInformation:
         return TypeInformation("Double")
 
     @staticmethod
-    def CHAR() -> TypeInformation:  # noqa: N802
+    def CHAR() -> TypeInformation:
         return TypeInformation("Character")
 
     @staticmethod
-    def BIG_INT() -> TypeInformation:  # noqa: N802
+    def BIG_INT() -> TypeInformation:
         return TypeInformation("BigInteger")
 
     @staticmethod
-    def BIG_DEC() -> TypeInformation:  # noqa: N802
+    def BIG_DEC() -> TypeInformation:
         return TypeInformation("BigDecimal")
 
     @staticmethod
-    def SQL_DATE() -> TypeInformation:  # noqa: N802
+    def SQL_DATE() -> TypeInformation:
         return TypeInformation("Date")
 
     @staticmethod
-    def SQL_TIME() -> TypeInformation:  # noqa: N802
+    def SQL_TIME() -> TypeInformation:
         return TypeInformation("Time")
 
     @staticmethod
-    def SQL_TIMESTAMP() -> TypeInformation:  # noqa: N802
+    def SQL_TIMESTAMP() -> TypeInformation:
         return TypeInformation("Timestamp")
 
     @staticmethod
-    def INSTANT() -> TypeInformation:  # noqa: N802
+    def INSTANT() -> TypeInformation:
         return TypeInformation("Instant")
 
     @staticmethod
-    def PICKLED_BYTE_ARRAY() -> TypeInformation:  # noqa: N802
+    def PICKLED_BYTE_ARRAY() -> TypeInformation:
         return TypeInformation("PickledByteArray")
 
     @staticmethod
-    def PRIMITIVE_ARRAY(element_type: TypeInformation) -> TypeInformation:  # noqa: N802
+    def PRIMITIVE_ARRAY(element_type: TypeInformation) -> TypeInformation:
         return TypeInformation("PrimitiveArray", args=(element_type,))
 
     @staticmethod
-    def BASIC_ARRAY(element_type: TypeInformation) -> TypeInformation:  # noqa: N802
+    def BASIC_ARRAY(element_type: TypeInformation) -> TypeInformation:
         return TypeInformation("BasicArray", args=(element_type,))
 
     @staticmethod
-    def OBJECT_ARRAY(element_type: TypeInformation) -> TypeInformation:  # noqa: N802
+    def OBJECT_ARRAY(element_type: TypeInformation) -> TypeInformation:
         return TypeInformation("ObjectArray", args=(element_type,))
 
     @staticmethod
-    def LIST(element_type: TypeInformation) -> TypeInformation:  # noqa: N802
+    def LIST(element_type: TypeInformation) -> TypeInformation:
         return TypeInformation("List", args=(element_type,))
 
     @staticmethod
-    def MAP(key_type: TypeInformation, value_type: TypeInformation) -> TypeInformation:  # noqa: N802
+    def MAP(key_type: TypeInformation, value_type: TypeInformation) -> TypeInformation:
         return TypeInformation("Map", args=(key_type, value_type))
 
     @staticmethod
-    def TUPLE(field_types: Sequence[TypeInformation]) -> TypeInformation:  # noqa: N802
+    def TUPLE(field_types: Sequence[TypeInformation]) -> TypeInformation:
         return TypeInformation(f"Tuple{len(field_types)}", field_types)
 
     @staticmethod
-    def ROW(field_types: Sequence[TypeInformation]) -> TypeInformation:  # noqa: N802
+    def ROW(field_types: Sequence[TypeInformation]) -> TypeInformation:
         return TypeInformation("Row", field_types)
 
     @staticmethod
-    def ROW_NAMED(field_names: Sequence[str],  # noqa: N802
+    def ROW_NAMED(field_names: Sequence[str],
                   field_types: Sequence[TypeInformation]) -> TypeInformation:
         if len(field_names) != len(field_types):
             raise ValueError(f"ROW_NAMED: {len(field_names)} names but {len(field_types)} "
