@@ -81,7 +81,7 @@ class ProducerBatch:
     def __init__(self, tp: tuple[str, int], created: float) -> None:
         self.tp = tp
         self.created = created
-        self.records: list[list[Any]] = []
+        self.records: list[tuple[Any, ...]] = []
         self.futures: list[asyncio.Future[RecordMetadata]] = []
         self.base_ts = 0
         self.max_ts = 0
@@ -103,7 +103,7 @@ class ProducerBatch:
             self.base_ts = self.max_ts = timestamp
         elif timestamp > self.max_ts:
             self.max_ts = timestamp
-        self.records.append([n, timestamp - self.base_ts, key, value, headers or None])
+        self.records.append((n, timestamp - self.base_ts, key, value, headers or None))
         self.futures.append(future)
         self.count = n + 1
         self.size += size
@@ -405,8 +405,8 @@ class Producer:
             t.cancel()
         if self._requests:
             await asyncio.gather(*self._requests, return_exceptions=True)
-        for w in self._topic_waits.values():
-            w.cancel()
+        for topic_wait in self._topic_waits.values():
+            topic_wait.cancel()
         err = MoldauError(ErrorCode.NETWORK_EXCEPTION, "producer closed before delivery")
         for b in list(self._acc.incomplete):
             b.fail(err)
@@ -486,7 +486,8 @@ class Producer:
                 b = self._open_batch((topic, partition), timestamp_ms)
         fut: asyncio.Future[RecordMetadata] = self._create_future()
         n = b.count
-        b.records.append([n, timestamp_ms - b.base_ts, key, value, headers])
+        # a tuple of untracked objects drops out of the garbage collector's view
+        b.records.append((n, timestamp_ms - b.base_ts, key, value, headers))
         b.futures.append(fut)
         b.count = n + 1
         b.size += size
