@@ -66,7 +66,7 @@ def _start_args(brokers: int) -> list[str]:
 
 @pytest.mark.timeout(180)
 def test_start_status_stop_purge_round_trip(local_dir: Path) -> None:
-    rc, out, err = _local(local_dir, "start", *_start_args(2))
+    rc, out, err = _local(local_dir, "start", *_start_args(2), "--partitions-default", "3")
     assert rc == 0, err
     assert "bootstrap servers: 127.0.0.1:" in out and "zookeeper: 127.0.0.1:" in out
     rec = json.loads((local_dir / "cluster.json").read_text())
@@ -99,6 +99,12 @@ def test_start_status_stop_purge_round_trip(local_dir: Path) -> None:
     r = moldau("topics", "--create", "--bootstrap-server", rec["bootstrap_servers"],
                "--topic", "t", "--partitions", "4", "--replication-factor", "1")
     assert r.returncode == 0, r.stderr
+    # without --partitions, the brokers' num.partitions (--partitions-default) applies
+    r = moldau("topics", "--create", "--bootstrap-server", rec["bootstrap_servers"],
+               "--topic", "dflt")
+    assert r.returncode == 0, r.stderr
+    r = moldau("topics", "--describe", "--zookeeper", rec["zookeeper"], "--topic", "dflt")
+    assert "\tPartitionCount: 3\t" in r.stdout, r.stdout
 
     pids = _recorded_pids(local_dir)
     rc, out, err = _local(local_dir, "stop")

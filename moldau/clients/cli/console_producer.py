@@ -197,7 +197,7 @@ def _start_stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[by
                 data = b""
             try:
                 asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
-            except (RuntimeError, asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):
                 return  # the loop is gone: we are exiting
             if not data:
                 return

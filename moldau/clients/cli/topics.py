@@ -446,13 +446,16 @@ def create_spec(args: argparse.Namespace) -> NewTopic:
             raise CliError("--replica-assignment cannot be combined with --partitions or "
                            "--replication-factor")
         assignment = _parse_assignment(args.replica_assignment)
-    partitions = args.partitions if args.partitions is not None else 1
-    rf = args.replication_factor if args.replication_factor is not None else 1
+    # left out: the brokers' num.partitions / default.replication.factor (-1 asks for
+    # them); the metadata tree knows no defaults, so --zookeeper takes 1
+    default = -1 if args.bootstrap_server else 1
+    partitions = args.partitions if args.partitions is not None else default
+    rf = args.replication_factor if args.replication_factor is not None else default
     if assignment is not None:
         partitions, rf = len(assignment), len(assignment[0])
-    if partitions < 1:
+    if args.partitions is not None and partitions < 1:
         raise command_error("The partitions must be greater than 0")
-    if rf < 1:
+    if args.replication_factor is not None and rf < 1:
         raise command_error("The replication factor must be greater than 0")
     return NewTopic(args.topic, partitions, rf, configs, assignment)
 
