@@ -521,11 +521,36 @@ async def test_group_commit_shares_fdatasyncs(tmp_path: Path) -> None:
     plog.close()
 
 
+async def sync_launched(plog: PartitionLog, rounds: int = 1) -> None:
+    """Yield until ``rounds`` sync rounds have been handed to the worker thread."""
+    for _ in range(100):
+        if plog.fsync_count >= rounds:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("no sync round was launched")
+
+
+async def test_producers_in_a_loop_share_each_round(tmp_path: Path) -> None:
+    plog = make_log(tmp_path)
+
+    async def produce() -> None:
+        for _ in range(10):
+            plog.append(batch(plog.log_end_offset, 1))
+            await plog.flush()
+
+    await asyncio.gather(*(produce() for _ in range(8)))
+    # every round covers the batch of each of the 8 producers, not just the first one's
+    print("sync rounds for 8 producers x 10 batches:", plog.fsync_count)
+    assert plog.fsync_count <= 12
+    assert plog.recovery_point == plog.log_end_offset == 80
+    plog.close()
+
+
 async def test_flush_waits_for_appends_made_during_a_sync(tmp_path: Path) -> None:
     plog = make_log(tmp_path)
     plog.append(batch(0, 1))
     first = asyncio.ensure_future(plog.flush())
-    await asyncio.sleep(0)  # the first sync is now in flight
+    await sync_launched(plog)  # the first sync is now in flight
     plog.append(batch(1, 1))
     await plog.flush()  # must not be satisfied by the sync that started before its append
     assert plog.recovery_point == 2
@@ -538,7 +563,7 @@ async def test_truncation_during_a_sync_does_not_overstate_durability(tmp_path: 
     plog = make_log(tmp_path)
     plog.append(batch(0, 3))
     first = asyncio.ensure_future(plog.flush())
-    await asyncio.sleep(0)  # its sync is in flight
+    await sync_launched(plog)  # its sync is in flight
     plog.truncate_to(0)
     plog.append(batch(0, 3))  # new data at the same offsets, not covered by that sync
     await first

@@ -547,7 +547,20 @@ class PartitionLog:
             raise StorageError.wrap(f"syncing {self.name}", e) from e
 
     def _start_sync(self) -> asyncio.Future[None]:
-        """Start one sync round in a worker thread, covering every append made so far."""
+        """Start a sync round; the returned future completes when it is on disk.
+
+        The round is launched with ``call_soon``: the tasks already woken in this loop
+        iteration (producers whose previous round just completed) append first, so one
+        fdatasync covers all of them instead of only the first one's batch.
+        """
+        loop = asyncio.get_running_loop()
+        outer: asyncio.Future[None] = loop.create_future()
+        self._sync_future = outer
+        loop.call_soon(self._launch_sync, outer)
+        return outer
+
+    def _launch_sync(self, outer: asyncio.Future[None]) -> None:
+        """Run one sync round in a worker thread, covering every append made so far."""
         loop = asyncio.get_running_loop()
         target = self.log_end_offset
         generation = self._generation
@@ -556,37 +569,45 @@ class PartitionLog:
         dir_dirty = self._dir_dirty
         self._dir_dirty = False
         fds: list[int] = []
+
+        def failed(exc: BaseException | None) -> None:
+            self._sync_future = None
+            self._index_sync_pending |= {s for s in pending if s in self._segments}
+            self._dir_dirty |= dir_dirty
+            if not outer.done():
+                if exc is None:
+                    outer.cancel()
+                else:
+                    outer.set_exception(exc)
+
         try:
             for s in self._segments:
                 if s in pending:
                     fds.extend(s.dup_fds(with_indexes=True))
                 elif s.next_offset > self._recovery_point:
                     fds.extend(s.dup_fds(with_indexes=False))
-        except OSError:
+        except OSError as e:
             for fd in fds:
                 os.close(fd)
-            self._index_sync_pending |= pending
-            self._dir_dirty |= dir_dirty
-            raise
-        fut: asyncio.Future[None] = loop.run_in_executor(
+            failed(e)
+            return
+        inner: asyncio.Future[None] = loop.run_in_executor(
             None, _sync_fds, fds, self.directory if dir_dirty else None)
-        self._sync_future = fut
         self.fsync_count += 1
 
         def done(f: asyncio.Future[None]) -> None:
-            self._sync_future = None
-            failed = f.cancelled() or f.exception() is not None
-            if failed:
-                self._index_sync_pending |= {s for s in pending if s in self._segments}
-                self._dir_dirty |= dir_dirty
+            if f.cancelled() or f.exception() is not None:
+                failed(None if f.cancelled() else f.exception())
                 return
+            self._sync_future = None
             self._last_sync_ms = _now_ms()
             if generation == self._generation:
                 self._recovery_point = max(self._recovery_point,
                                            min(target, self.log_end_offset))
+            if not outer.done():
+                outer.set_result(None)
 
-        fut.add_done_callback(done)
-        return fut
+        inner.add_done_callback(done)
 
     # ------------------------------------------------------------------ reading
 
