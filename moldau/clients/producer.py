@@ -478,6 +478,8 @@ class Producer:
                 if b is None or (b.count and b.size + size > self._batch_size):
                     partition = self._next_sticky(topic, partition, b is not None, info)
                     b = None
+            elif self._sticky is not None:  # the default partitioner: murmur2 of the key
+                partition = key_partition(key, info[0])
             else:
                 partition = self._partitioner.partition(topic, key, info[0], info[1])
         if b is None:
