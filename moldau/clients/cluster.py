@@ -179,10 +179,14 @@ class ClusterClient:
                 break
             except MoldauError as e:
                 if not e.retriable or time.monotonic() >= deadline:
+                    await self.stop()
                     raise MoldauError(e.code, f"cannot bootstrap from "
                                       f"{', '.join(n.address for n in self._bootstrap)}: "
                                       f"{e.message}") from e
                 await asyncio.sleep(self.retry_backoff)
+            except BaseException:
+                await self.stop()
+                raise
         self._task = asyncio.create_task(self._refresher(), name="moldau-metadata-refresh")
 
     async def stop(self) -> None:

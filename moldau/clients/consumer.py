@@ -217,7 +217,11 @@ class Consumer:
         self._fetcher = asyncio.get_running_loop().create_task(
             self._run_fetcher(), name="moldau-consumer-fetcher")
         if self._initial_topics:
-            await self.subscribe(self._initial_topics)
+            try:
+                await self.subscribe(self._initial_topics)
+            except BaseException:
+                await self.stop()
+                raise
 
     async def stop(self) -> None:
         if self._closed:
