@@ -191,7 +191,7 @@ class FileSource:
 
 
 def _strip_file_scheme(path: Any) -> str:
-    p = os.fspath(path)
+    p = str(os.fspath(path))
     return p[len("file://"):] if p.startswith("file://") else p
 
 
@@ -277,7 +277,7 @@ class DateTimeBucketAssigner:
     def bucket_id(self, element: Any, now_ms: int) -> str:
         import datetime
 
-        return datetime.datetime.fromtimestamp(now_ms / 1000).strftime(self._py)
+        return str(datetime.datetime.fromtimestamp(now_ms / 1000).strftime(self._py))
 
 
 class BasePathBucketAssigner:

@@ -372,7 +372,7 @@ def method_of(fn: Any, method: str, what: str) -> Callable[..., Any]:
     if inspect.isclass(fn):
         if issubclass(fn, Function):
             raise TypeError(f"{what}: got the class {fn.__name__}, pass an instance")
-        return fn  # type: ignore[no-any-return]
+        return fn
     bound = getattr(fn, method, None)
     if bound is not None and callable(bound):
         return bound  # type: ignore[no-any-return]

@@ -180,7 +180,7 @@ class JobGraph:
     # serialization --------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        return msgpack.packb({
+        return msgpack.packb({  # type: ignore[no-any-return]
             "format": FORMAT,
             "job_id": self.job_id,
             "name": self.name,
@@ -426,17 +426,18 @@ def generate_job_graph(nodes: Sequence[StreamNode], *, job_name: str, default_pa
                                   maxp[n.id], specs))
 
     job_edges: list[JobEdge] = []
-    for e in edges:
-        if chainable(e):
+    for edge in edges:
+        if chainable(edge):
             continue
         ks = None
-        if e.part is Partitioning.HASH:
+        if edge.part is Partitioning.HASH:
             try:
-                ks = cloudpickle.dumps(e.key, protocol=pickle.HIGHEST_PROTOCOL)
+                ks = cloudpickle.dumps(edge.key, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as ex:
-                raise GraphError(f"the key selector of '{e.dst.name}' can't be serialized: "
+                raise GraphError(f"the key selector of '{edge.dst.name}' can't be serialized: "
                                  f"{ex}") from None
-        job_edges.append(JobEdge(vertex_of[e.src.id], vertex_of[e.dst.id], e.part, ks, e.tag))
+        job_edges.append(JobEdge(vertex_of[edge.src.id], vertex_of[edge.dst.id], edge.part, ks,
+                                 edge.tag))
 
     cfg = dict(config)
     cfg["pipeline.max-parallelism"] = job_maxp

@@ -150,6 +150,10 @@ class OperatorInfo:
     batch_size: int = 1024
 
 
+def _no_key(value: Any) -> Any:
+    raise RuntimeError("not a keyed operator")
+
+
 def _wall_clock_ms() -> int:
     import time
 
@@ -180,7 +184,7 @@ class _RuntimeContext(RuntimeContext):
     def get_job_parameter(self, key: str, default_value: str | None = None) -> str | None:
         return self._op.info.job_parameters.get(key, default_value)
 
-    def _keyed(self, descriptor: Any, cls: type) -> Any:
+    def _keyed(self, descriptor: Any, cls: type[StateDescriptor]) -> Any:
         if not isinstance(descriptor, cls):
             raise TypeError(f"expected a {cls.__name__}, got {descriptor!r:.60}")
         backend = self._op.backend
@@ -244,6 +248,7 @@ class StreamOperator:
         self.out_idle: bool | None = None
         self.current_watermark = MIN_WATERMARK
         self._restored: list[bytes] = []
+        self._rt_key: Callable[[Any], Any] = _no_key
 
     # the pickled template carries no runtime state
     def __getstate__(self) -> dict[str, Any]:
@@ -328,7 +333,7 @@ class StreamOperator:
         import cloudpickle
 
         items = self.snapshot_list_state()
-        return msgpack.packb({
+        return msgpack.packb({  # type: ignore[no-any-return]
             "format": OPERATOR_STATE_FORMAT,
             "keyed": self.backend.snapshot() if self.backend is not None else None,
             "list": None if items is None else [cloudpickle.dumps(i) for i in items],
@@ -497,7 +502,7 @@ def _keyed_open(op: StreamOperator) -> None:
     if op._restored:
         op.backend.restore(op._restored)
         op._restored = []
-    op._rt_key = method_of(ks, "get_key", "not a key selector")  # type: ignore[attr-defined]
+    op._rt_key = method_of(ks, "get_key", "not a key selector")
 
 
 class FlatMapOperator(StreamOperator):
@@ -850,7 +855,7 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         values = batch.values
         if assign is not None:
             tss = [assign(v, ts) for v, ts in batch.pairs()]
-            batch = Batch(values, tss)  # type: ignore[arg-type]
+            batch = Batch(values, tss)
         else:
             tss = batch.timestamps  # type: ignore[assignment]
             if tss is None:
@@ -1148,9 +1153,10 @@ class WindowOperator(KeyedOperator):
             skipped = True
             for w in assign(v, ts, now):
                 if merging:
-                    w = self._add_merging_window(w)  # type: ignore[assignment]
-                    if w is None:
+                    merged = self._add_merging_window(w)  # type: ignore[arg-type]
+                    if merged is None:
                         continue
+                    w = merged
                 elif event_time and self._is_window_late(w):
                     continue
                 skipped = False

@@ -253,8 +253,9 @@ class HeapKeyedStateBackend(KeyedStateBackend):
 
         blobs = {kg: cloudpickle.dumps(g, protocol=pickle.HIGHEST_PROTOCOL)
                  for kg, g in sorted(groups.items())}
-        return msgpack.packb({"format": FORMAT, "max_parallelism": self.max_parallelism,
-                              "key_groups": blobs}, use_bin_type=True)
+        return msgpack.packb(  # type: ignore[no-any-return]
+            {"format": FORMAT, "max_parallelism": self.max_parallelism, "key_groups": blobs},
+            use_bin_type=True)
 
     def restore(self, snapshots: bytes | Sequence[bytes]) -> None:
         """Take the key groups this subtask owns from one or several snapshots (from the
@@ -392,7 +393,7 @@ class ListState(_State):
 
     def get(self) -> list[Any]:
         v = self._get()
-        return [] if v is _MISSING else v  # type: ignore[no-any-return]
+        return [] if v is _MISSING else v
 
     def add(self, value: Any) -> None:
         v = self._get()
@@ -442,7 +443,7 @@ class MapState(_State):
 
     def _map(self) -> dict[Any, Any] | None:
         v = self._get()
-        return None if v is _MISSING else v  # type: ignore[no-any-return]
+        return None if v is _MISSING else v
 
     def get(self, key: Any) -> Any:
         m = self._map()

@@ -14,7 +14,7 @@ channel per (input edge, connected upstream subtask), numbered by the runtime.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from moldau.clients.stream.jobgraph import JobEdge, JobVertex, Partitioning, connected_targets
@@ -143,7 +143,7 @@ class OperatorChain:
     def head(self) -> StreamOperator:
         return self.ops[0]
 
-    def restore(self, snapshots: dict[str, Sequence[bytes]]) -> list[str]:
+    def restore(self, snapshots: Mapping[str, Sequence[bytes]]) -> list[str]:
         """Restore each operator from the snapshots of all subtasks of the same operator id
         in an earlier run; returns the ids that had no state here."""
         missing = []

@@ -220,7 +220,7 @@ class Row(tuple):  # type: ignore[type-arg]
         raise AttributeError(f"Row has no field {name!r}"
                              + (f" (fields: {', '.join(fields)})" if fields else ""))
 
-    def __getitem__(self, item: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, item: Any) -> Any:
         if isinstance(item, str):
             fields = self._fields
             if fields is None or item not in fields:

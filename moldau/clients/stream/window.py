@@ -389,7 +389,7 @@ class CountTumblingWindowAssigner(GlobalWindows):
         self.size = size
 
     @classmethod
-    def of(cls, window_size: int) -> CountTumblingWindowAssigner:  # type: ignore[override]
+    def of(cls, window_size: int) -> CountTumblingWindowAssigner:
         return cls(window_size)
 
     def get_default_trigger(self) -> Trigger:
@@ -411,7 +411,7 @@ class CountSlidingWindowAssigner(GlobalWindows):
         self.slide = slide
 
     @classmethod
-    def of(cls, window_size: int, window_slide: int) -> CountSlidingWindowAssigner:  # type: ignore[override]
+    def of(cls, window_size: int, window_slide: int) -> CountSlidingWindowAssigner:
         return cls(window_size, window_slide)
 
     def get_default_trigger(self) -> Trigger:
