@@ -3,6 +3,7 @@ describe and alter configs, auto-creation."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from test_broker_helpers import (
     values_of,
 )
 
+from moldau.clients.metadata.client import MetadataClient
+from moldau.clients.metadata.layout import topic_config_path, topic_creation_ops, topic_path
 from moldau.clients.protocol import ErrorCode
 from moldau.clients.protocol.messages import (
     AlterConfigsRequest,
@@ -197,4 +200,29 @@ async def test_auto_create_topics(procs: Processes) -> None:
     # invalid names are never auto-created
     assert (await produce(conn, "bad/name", 0, batch([b"x"])))[1] == \
         ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    await conn.close()
+
+
+async def test_topic_recreated_behind_the_brokers_back_starts_empty(cluster: Processes) -> None:
+    conn = await connect(cluster.daemons[1].address)
+    await create_topic(conn, "phoenix")
+    for _ in range(3):
+        await produce(conn, "phoenix", 0, batch([b"old"]))
+    client = MetadataClient(cluster.daemons[0].address)
+    await client.start()
+    try:
+        # delete and create again back to back, as another tool might
+        await client.delete(topic_path("phoenix"), recursive=True)
+        await client.delete(topic_config_path("phoenix"))
+        await client.multi(topic_creation_ops("phoenix", {0: (1,)}, {}))
+    finally:
+        await client.close()
+    for _ in range(50):
+        entry = await produce(conn, "phoenix", 0, batch([b"new"]))
+        if entry[1] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert entry[1] == 0
+    got = [v for _, v in values_of(await fetch_all(conn, "phoenix", 0))]
+    assert b"old" not in got and got[-1] == b"new"
     await conn.close()

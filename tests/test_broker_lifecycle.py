@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Processes
+from harness import Processes, free_port
 from test_broker_helpers import (
     FAST_SESSION,
     batch,
@@ -191,3 +191,18 @@ async def test_memory_at_rest(procs: Processes) -> None:
     print(f"broker RSS idle {idle:.1f} MB, with 100 partitions {loaded:.1f} MB")
     assert idle <= 60
     assert loaded <= 150
+
+
+async def test_unreachable_metadata_service_fails_clearly(tmp_path: Path) -> None:
+    port = free_port()
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "moldau.broker", "--broker-id", "1", "--listeners",
+        "127.0.0.1:0", "--log-dirs", str(tmp_path / "logs"), "--zookeeper",
+        f"127.0.0.1:{port}", "--override", "zookeeper.connection.timeout.ms=1000",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(p.communicate(), 30)
+    assert p.returncode == 1
+    assert b"ready" not in out
+    assert f"127.0.0.1:{port}".encode() in err, err
+    # the log directory was released: another broker can take it at once
+    assert (tmp_path / "logs").is_dir()

@@ -212,6 +212,14 @@ class BrokerConfig(BaseModel):
         return parse_listener(self.advertised_listeners) if self.advertised_listeners else None
 
     @property
+    def metadata_connect_timeout(self) -> float:
+        """Seconds to wait for the metadata service at start (Kafka: the connection timeout,
+        else the session timeout); at least 10 s unless set."""
+        if self.zookeeper_connection_timeout_ms is not None:
+            return self.zookeeper_connection_timeout_ms / 1000
+        return max(10.0, self.zookeeper_session_timeout_ms / 1000)
+
+    @property
     def log_dir_list(self) -> list[str]:
         return [d.strip() for d in self.log_dirs.split(",") if d.strip()]
 

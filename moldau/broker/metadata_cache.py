@@ -25,6 +25,8 @@ class TopicMetadata:
     states: dict[int, PartitionState] = field(default_factory=dict)
     # this topic's overrides only (``/config/topics/<t>``), not the broker defaults
     config: dict[str, str] = field(default_factory=dict)
+    # creation zxid of the topic node: tells a re-created topic from the one it replaced
+    created: int = 0
 
     @property
     def num_partitions(self) -> int:

@@ -29,7 +29,7 @@ from typing import Any
 
 from moldau.broker.metadata_cache import MetadataCache, TopicMetadata
 from moldau.broker.replica_manager import ReplicaManager
-from moldau.clients.metadata.client import MetadataClient
+from moldau.clients.metadata.client import MetadataClient, Stat
 from moldau.clients.metadata.layout import (
     BROKER_IDS,
     CLUSTER_ID,
@@ -87,10 +87,12 @@ class MetadataListener:
     session's client (it changes after an expiry)."""
 
     def __init__(self, broker_id: int, connect: str, session_timeout_ms: int,
-                 info: BrokerInfo, cache: MetadataCache, replicas: ReplicaManager) -> None:
+                 info: BrokerInfo, cache: MetadataCache, replicas: ReplicaManager, *,
+                 connect_timeout: float = 10.0) -> None:
         self.broker_id = broker_id
         self.connect = connect
         self.session_timeout_ms = session_timeout_ms
+        self.connect_timeout = connect_timeout
         self.info = info
         self.cache = cache
         self.replicas = replicas
@@ -133,7 +135,9 @@ class MetadataListener:
                 log.warning("closing the metadata session failed: %s", e)
 
     async def _open_session(self) -> None:
-        client = MetadataClient(self.connect, session_timeout_ms=self.session_timeout_ms)
+        client = MetadataClient(self.connect, session_timeout_ms=self.session_timeout_ms,
+                                client_id=f"broker-{self.broker_id}",
+                                connect_timeout=self.connect_timeout)
         await client.start()
         client.on_expired = self._on_expired
         self._client = client
@@ -229,18 +233,19 @@ class MetadataListener:
     async def _get(self, path: str) -> bytes | None:
         """Read ``path`` leaving a watch; if it does not exist, leave a watch for its
         creation instead."""
+        found = await self._get_stat(path)
+        return found[0] if found is not None else None
+
+    async def _get_stat(self, path: str) -> tuple[bytes, Stat] | None:
         client = self.client
         try:
-            data, _stat = await client.get(path, watch=self._on_watch)
-            return data  # type: ignore[no-any-return]
+            return await client.get(path, watch=self._on_watch)
         except MoldauError as e:
             if e.code != ErrorCode.NO_NODE:
                 raise
-        stat = await client.exists(path, watch=self._on_watch)
-        if stat is None:
+        if await client.exists(path, watch=self._on_watch) is None:
             return None
-        data, _stat = await client.get(path, watch=self._on_watch)
-        return data  # type: ignore[no-any-return]
+        return await client.get(path, watch=self._on_watch)
 
     async def _load_all(self) -> None:
         await self._load_brokers()
@@ -295,10 +300,11 @@ class MetadataListener:
         self.cache.notify()
 
     async def _load_topic(self, name: str) -> None:
-        data = await self._get(topic_path(name))
-        if data is None:
+        found = await self._get_stat(topic_path(name))
+        if found is None:
             self._remove_topic(name)
             return
+        data, stat = found
         try:
             assignment = TopicAssignment.decode(data).partitions
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -315,7 +321,12 @@ class MetadataListener:
                                        *(state(p) for p in assignment))
         config: dict[str, str] = results[0]
         old = self.cache.topics.get(name)
-        topic = TopicMetadata(name, dict(sorted(assignment.items())), states, config)
+        if old is not None and old.created != stat.czxid:
+            # deleted and created again before this broker looked: the old logs must go
+            self._remove_topic(name)
+            old = None
+        topic = TopicMetadata(name, dict(sorted(assignment.items())), states, config,
+                              created=stat.czxid)
         self.cache.topics[name] = topic
         if old is None:
             log.info("topic %s: %d partitions", name, topic.num_partitions)

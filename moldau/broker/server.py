@@ -61,7 +61,8 @@ class BrokerServer:
         listener = MetadataListener(cfg.broker_id, cfg.zookeeper_connect,
                                     cfg.zookeeper_session_timeout_ms,
                                     BrokerInfo(cfg.broker_id, "", 0, cfg.broker_rack),
-                                    self.cache, self.replicas)
+                                    self.cache, self.replicas,
+                                    connect_timeout=cfg.metadata_connect_timeout)
         self.listener = listener
         admin = AdminManager(cfg, self.cache, self.replicas, listener)
         handler = BrokerHandler(cfg, self.cache, self.replicas, admin)
