@@ -45,7 +45,8 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
-def spawn(args: list[str], log: Path, ready: bytes | None, timeout: float = 20) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], log: Path, ready: bytes | None,
+          timeout: float = 20) -> subprocess.Popen[bytes]:
     f = open(log, "ab")  # noqa: SIM115 - owned by the child
     p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          start_new_session=True)
