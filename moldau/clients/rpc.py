@@ -151,16 +151,17 @@ class Connection:
 
     def _fail(self, exc: Exception) -> None:
         first = self._closed is None
-        if first:
+        if self._closed is None:
             self._closed = exc
+        closed = self._closed
         pending, self._pending = self._pending, {}
         for fut, _ in pending.values():
             if not fut.done():
-                fut.set_exception(self._closed)
+                fut.set_exception(closed)
         if self._proto and self._proto.transport:
             self._proto.transport.abort()
         if first and self.on_close is not None:
-            self.on_close(self._closed)
+            self.on_close(closed)
 
     def _on_frame(self, frame: bytes) -> None:
         try:
