@@ -772,12 +772,13 @@ class CollectSink:
     def __init__(self) -> None:
         self.collect_id = uuid.uuid4().hex
         self.results: list[Any] = []
+        self.delivered = False
 
     def get_results(self) -> list[Any]:
         return list(self.results)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"collect_id": self.collect_id, "results": []}
+        return {"collect_id": self.collect_id, "results": [], "delivered": False}
 
     def __repr__(self) -> str:
         return "CollectSink()"

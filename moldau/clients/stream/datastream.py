@@ -372,6 +372,10 @@ class DataStream:
         sink = CollectSink()
         self.add_sink(sink).name("Collect Stream Sink")
         self._env.execute(job_execution_name or "Collect Job")
+        if not sink.delivered:
+            raise RuntimeError("the executor of this job did not deliver collected results: "
+                               "execute_and_collect() needs an executor that supports it "
+                               "(the local executor does)")
         results = sink.results
         if limit is not None:
             return results[:limit]

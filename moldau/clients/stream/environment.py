@@ -538,6 +538,7 @@ class StreamExecutionEnvironment:
         self._clear()
         result = executor(graph)
         for cid, sink in sinks.items():
+            sink.delivered = cid in result.collected
             sink.results = list(result.collected.get(cid, []))
         return result
 

@@ -794,6 +794,9 @@ class KeyedReduceOperator(KeyedOperator):
 # --- event time ------------------------------------------------------------------------------
 
 
+_NO_SPLIT = object()
+
+
 class _GeneratorOutput(WatermarkOutput):
     __slots__ = ("idle", "watermark")
 
@@ -840,10 +843,16 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         self._rt_interval = interval
         self._rt_next_emit = self.info.clock() + interval if interval > 0 else None
         super().open()
+        # A generator from the start, before any record: with idleness, a subtask that
+        # never gets a record (an empty partition, no split at all) goes idle in time
+        # instead of holding the watermark of the job back forever.
+        self._gen(_NO_SPLIT if self.per_split else None)
 
     def _gen(self, split: Any) -> tuple[Any, _GeneratorOutput]:
         g = self._rt_gens.get(split)
         if g is None:
+            if self.per_split:
+                self._rt_gens.pop(_NO_SPLIT, None)  # a real split replaces the placeholder
             g = self._rt_gens[split] = (
                 self.strategy.create_watermark_generator(self.info.clock), _GeneratorOutput())
         return g

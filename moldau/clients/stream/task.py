@@ -30,31 +30,51 @@ class WatermarkValve:
     ``StatusWatermarkValve``): the output watermark is the minimum over active, aligned
     channels and never goes back; an idle channel doesn't hold time back; when every
     channel is idle the output is idle. A channel that becomes active again only counts
-    once its watermark caught up with the output (it is "aligned"). Each method returns
-    ``(status, watermark)``: an idle/active change to forward (or None), and a new output
-    watermark (or None)."""
+    once its watermark caught up with the output (it is "aligned"). An ended channel no
+    longer counts at all (so an idle channel next to ended ones makes the output idle
+    instead of letting it jump to the end of time); when all have ended the output is
+    ``MAX_WATERMARK``. Each method returns ``(status, watermark)``: an idle/active change to
+    forward (or None), and a new output watermark (or None)."""
 
-    __slots__ = ("aligned", "idle", "last_output", "output_idle", "wm")
+    __slots__ = ("aligned", "ended", "idle", "last_output", "output_idle", "wm")
 
     def __init__(self, num_channels: int) -> None:
         self.wm = [MIN_WATERMARK] * num_channels
         self.idle = [False] * num_channels
         self.aligned = [True] * num_channels
+        self.ended = [False] * num_channels
         self.last_output = MIN_WATERMARK
         self.output_idle = False
 
     def _min_aligned(self) -> int | None:
         best: int | None = None
-        for w, a in zip(self.wm, self.aligned, strict=False):
-            if a and (best is None or w < best):
+        for w, a, e in zip(self.wm, self.aligned, self.ended):
+            if a and not e and (best is None or w < best):
                 best = w
+        if best is None and all(self.ended):
+            best = MAX_WATERMARK
         if best is not None and best > self.last_output:
             self.last_output = best
             return best
         return None
 
+    def _all_quiet(self) -> bool:
+        """Every channel is idle or ended, and not all have ended."""
+        return not all(self.ended) and all(i or e for i, e in zip(self.idle, self.ended))
+
+    def _go_idle(self) -> tuple[bool | None, int | None]:
+        # all idle: advance to the highest watermark of the live channels, then go idle
+        top = max(w for w, e in zip(self.wm, self.ended) if not e)
+        new = None
+        if top > self.last_output:
+            self.last_output = new = top
+        if self.output_idle:
+            return None, new
+        self.output_idle = True
+        return True, new
+
     def input_watermark(self, channel: int, watermark: int) -> tuple[bool | None, int | None]:
-        if self.idle[channel]:
+        if self.idle[channel] or self.ended[channel]:
             return None, None  # Flink ignores watermarks of idle channels
         if watermark > self.wm[channel]:
             self.wm[channel] = watermark
@@ -64,19 +84,13 @@ class WatermarkValve:
         return None, None
 
     def input_status(self, channel: int, idle: bool) -> tuple[bool | None, int | None]:
-        if idle == self.idle[channel]:
+        if idle == self.idle[channel] or self.ended[channel]:
             return None, None
         self.idle[channel] = idle
         if idle:
             self.aligned[channel] = False
-            if all(self.idle):
-                # all idle: advance to the highest channel watermark, then go idle
-                top = max(self.wm)
-                new = None
-                if top > self.last_output:
-                    self.last_output = new = top
-                self.output_idle = True
-                return True, new
+            if self._all_quiet():
+                return self._go_idle()
             return None, self._min_aligned()
         if self.wm[channel] >= self.last_output:
             self.aligned[channel] = True
@@ -86,17 +100,16 @@ class WatermarkValve:
         return None, None
 
     def end_channel(self, channel: int) -> tuple[bool | None, int | None]:
-        """A channel ended: it counts as active at +infinity from now on."""
-        status, _ = (None, None)
-        if self.idle[channel]:
-            self.idle[channel] = False
-            self.aligned[channel] = True
-            if self.output_idle:
-                self.output_idle = False
-                status = False
-        self.wm[channel] = MAX_WATERMARK
-        self.aligned[channel] = True
-        return status, self._min_aligned()
+        """A channel ended (after its final watermark)."""
+        self.ended[channel] = True
+        self.idle[channel] = False
+        if all(self.ended):
+            status = False if self.output_idle else None
+            self.output_idle = False
+            return status, self._min_aligned()
+        if self._all_quiet():
+            return self._go_idle()
+        return None, self._min_aligned()
 
 
 class ChainOutput(Protocol):
