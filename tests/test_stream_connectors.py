@@ -67,7 +67,7 @@ def test_flink_kafka_consumer_and_producer_signatures() -> None:
                            {"bootstrap.servers": "h:9092", "group.id": "g"})
     c.set_start_from_earliest()
     assert c.to_source().starting_offsets.kind == "earliest"
-    with pytest.raises(ValueError, match="bootstrap.servers"):
+    with pytest.raises(ValueError, match=r"bootstrap\.servers"):
         FlinkKafkaConsumer("t", SimpleStringSchema(), {})
     py = FlinkKafkaProducer("topic", SimpleStringSchema(), {"bootstrap.servers": "h:1"})
     java = FlinkKafkaProducer("h:1", "topic", SimpleStringSchema())  # the course's order

@@ -561,6 +561,9 @@ class SumAggregator(fn_mod.ReduceFunction):
         self._acc = FieldAccessor(field)
 
     def reduce(self, value1: Any, value2: Any) -> Any:
+        f = self.field
+        if type(value1) is tuple and type(f) is int:  # the common (word, count) case
+            return (*value1[:f], value1[f] + value2[f], *value1[f + 1:])
         a = self._acc
         return a.set(value1, a.get(value1) + a.get(value2))
 

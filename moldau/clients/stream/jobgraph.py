@@ -165,6 +165,20 @@ class JobGraph:
     def outputs_of(self, vertex_id: str) -> list[JobEdge]:
         return [e for e in self.edges if e.source == vertex_id]
 
+    def input_channels(self, vertex_id: str, subtask_index: int) -> list[tuple[int, int]]:
+        """The input channels of one subtask, in channel-number order: ``(edge index in
+        self.edges, upstream subtask index)``. A source vertex has none (its channel 0 is
+        its reader)."""
+        v = self.vertex(vertex_id)
+        out: list[tuple[int, int]] = []
+        for ei, e in enumerate(self.edges):
+            if e.target != vertex_id:
+                continue
+            up = self.vertex(e.source)
+            out.extend((ei, u) for u in connected_sources(e.partitioning, subtask_index,
+                                                          up.parallelism, v.parallelism))
+        return out
+
     @property
     def checkpoint_interval(self) -> int | None:
         v = self.config.get("execution.checkpointing.interval")

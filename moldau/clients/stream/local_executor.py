@@ -32,7 +32,7 @@ from moldau.clients.stream.connector_runtime import (
     SourceReader,
 )
 from moldau.clients.stream.environment import JobExecutionResult
-from moldau.clients.stream.jobgraph import GraphError, JobGraph, connected_sources
+from moldau.clients.stream.jobgraph import GraphError, JobGraph
 from moldau.clients.stream.operators import Batch, OperatorInfo, SourceOperator
 from moldau.clients.stream.task import OperatorChain, OutputPartitioner
 
@@ -128,15 +128,7 @@ class LocalJob:
         channels: dict[tuple[str, int], dict[tuple[int, int], int]] = {}
         for v in g.vertices:
             for i in range(v.parallelism):
-                chans: dict[tuple[int, int], int] = {}
-                for ei, e in enumerate(g.edges):
-                    if e.target != v.id:
-                        continue
-                    up = g.vertex(e.source)
-                    for u in connected_sources(e.partitioning, i, up.parallelism,
-                                               v.parallelism):
-                        chans[(ei, u)] = len(chans)
-                channels[(v.id, i)] = chans
+                channels[(v.id, i)] = {c: n for n, c in enumerate(g.input_channels(v.id, i))}
         restored_ids: set[str] = set()
         for v in g.vertices:
             for sub in self.subtasks[v.id]:
