@@ -48,7 +48,7 @@ class WatermarkValve:
 
     def _min_aligned(self) -> int | None:
         best: int | None = None
-        for w, a, e in zip(self.wm, self.aligned, self.ended, strict=False):
+        for w, a, e in zip(self.wm, self.aligned, self.ended, strict=True):
             if a and not e and (best is None or w < best):
                 best = w
         if best is None and all(self.ended):
@@ -60,11 +60,12 @@ class WatermarkValve:
 
     def _all_quiet(self) -> bool:
         """Every channel is idle or ended, and not all have ended."""
-        return not all(self.ended) and all(i or e for i, e in zip(self.idle, self.ended, strict=False))
+        return not all(self.ended) and all(
+            i or e for i, e in zip(self.idle, self.ended, strict=True))
 
     def _go_idle(self) -> tuple[bool | None, int | None]:
         # all idle: advance to the highest watermark of the live channels, then go idle
-        top = max(w for w, e in zip(self.wm, self.ended, strict=False) if not e)
+        top = max(w for w, e in zip(self.wm, self.ended, strict=True) if not e)
         new = None
         if top > self.last_output:
             self.last_output = new = top
