@@ -226,3 +226,17 @@ async def test_topic_recreated_behind_the_brokers_back_starts_empty(cluster: Pro
     got = [v for _, v in values_of(await fetch_all(conn, "phoenix", 0))]
     assert b"old" not in got and got[-1] == b"new"
     await conn.close()
+
+
+async def test_stale_config_node_does_not_block_creation(cluster: Processes) -> None:
+    client = MetadataClient(cluster.daemons[0].address)
+    await client.start()
+    try:
+        await client.create(topic_config_path("leftover"), b'{"version":1,"config":{}}')
+    finally:
+        await client.close()
+    conn = await connect(cluster.daemons[1].address)
+    res = await create_topic(conn, "leftover", configs={"retention.ms": "1000"})
+    assert res["error_code"] == 0, res
+    assert (await produce(conn, "leftover", 0, batch([b"ok"])))[1] == 0
+    await conn.close()

@@ -54,6 +54,15 @@ def _result(name: Any, code: ErrorCode = ErrorCode.NONE, message: str | None = N
     return {"name": name, "error_code": int(code), "error_message": message}
 
 
+def _from_metadata_error(name: Any, e: MoldauError) -> dict[str, Any]:
+    """A metadata-service failure as a client of the broker sees it: its codes (200+) mean
+    nothing to a Kafka-style client, and all of them mean "not done, try again"."""
+    if e.code >= 200:
+        return _result(name, ErrorCode.REQUEST_TIMED_OUT,
+                       f"metadata service unavailable: {e}")
+    return _result(name, e.code, str(e))
+
+
 def check_replication_supported(replication_factor: int) -> None:
     """The one place that refuses replicated topics until the replicated cluster (controller,
     followers, ISR) exists."""
@@ -139,8 +148,7 @@ class AdminManager:
                 results.append(_result(name, e.code, e.message))
                 continue
             except MoldauError as e:
-                results.append(_result(name, e.code if e.retriable else
-                                       ErrorCode.UNKNOWN_SERVER_ERROR, str(e)))
+                results.append(_from_metadata_error(name, e))
                 continue
             results.append(_result(name))
             if not validate_only:
@@ -174,13 +182,25 @@ class AdminManager:
         if validate_only:
             return
         ops = topic_creation_ops(name, assignment, configs)
-        try:
-            await self.listener.client.multi(ops)
-        except MoldauError as e:
-            if e.code == ErrorCode.NODE_EXISTS:
+        client = self.listener.client
+        for attempt in range(2):
+            try:
+                await client.multi(ops)
+                break
+            except MoldauError as e:
+                if e.code != ErrorCode.NODE_EXISTS:
+                    raise
+                if attempt == 0 and await client.exists(topic_path(name)) is None:
+                    # a config node left behind by a deletion that stopped half way
+                    log.warning("removing the stale config node of deleted topic %s", name)
+                    try:
+                        await client.delete(topic_config_path(name))
+                    except MoldauError as e2:
+                        if e2.code != ErrorCode.NO_NODE:
+                            raise
+                    continue
                 raise AdminError(ErrorCode.TOPIC_ALREADY_EXISTS,
                                  f"Topic '{name}' already exists.") from None
-            raise
         log.info("created topic %s: %d partitions, replication factor %d, config %s", name,
                  len(assignment), len(next(iter(assignment.values()))), configs)
 
@@ -280,8 +300,7 @@ class AdminManager:
                 results.append(_result(name, e.code, e.message))
                 continue
             except MoldauError as e:
-                results.append(_result(name, e.code if e.retriable else
-                                       ErrorCode.UNKNOWN_SERVER_ERROR, str(e)))
+                results.append(_from_metadata_error(name, e))
                 continue
             results.append(_result(name))
             deleted.append(name)
@@ -338,8 +357,7 @@ class AdminManager:
                 results.append(_result(name, e.code, e.message))
                 continue
             except MoldauError as e:
-                results.append(_result(name, e.code if e.retriable else
-                                       ErrorCode.UNKNOWN_SERVER_ERROR, str(e)))
+                results.append(_from_metadata_error(name, e))
                 continue
             results.append(_result(name))
             if not validate_only:
@@ -465,9 +483,9 @@ class AdminManager:
                 entry["error_code"] = int(e.code)
                 entry["error_message"] = e.message
             except MoldauError as e:
-                entry["error_code"] = int(e.code if e.retriable
-                                          else ErrorCode.UNKNOWN_SERVER_ERROR)
-                entry["error_message"] = str(e)
+                err = _from_metadata_error(name, e)
+                entry["error_code"] = err["error_code"]
+                entry["error_message"] = err["error_message"]
             out.append(entry)
         return out
 

@@ -407,10 +407,12 @@ class MetadataListener:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                if not (isinstance(e, MoldauError) and e.retriable):
-                    log.exception("metadata reload failed; retrying")
-                else:
+                if isinstance(e, MoldauError):
+                    # connection loss or an expired session: the client reconnects, or
+                    # on_expired has already asked for a new session
                     log.warning("metadata reload failed (%s); retrying", e)
+                else:
+                    log.exception("metadata reload failed; retrying")
                 self._dirty |= dirty
                 await asyncio.sleep(_RETRY_DELAY)
                 self._wakeup.set()
