@@ -127,7 +127,8 @@ def test_name_uid_and_stable_operator_ids() -> None:
         return e.get_job_graph()
     g1, g2 = build(), build()
     assert g1.vertices[0].name == "Source: numbers"
-    assert g1.vertices[0].operators[0].uid == "src"
+    assert g1.vertices[0].operators[0].uid == g1.vertices[0].uid == "src"
+    assert g1.vertices[0].kind == "source"
     assert [o.id for v in g1.vertices for o in v.operators] == [
         o.id for v in g2.vertices for o in v.operators]
     assert g1.job_id != g2.job_id
@@ -300,6 +301,14 @@ def test_unserializable_function_is_reported_at_build_time() -> None:
     e = env(1)
     e.from_collection([1]).map(lambda x: (lock, x)[1]).print()
     with pytest.raises(GraphError, match="operator 'Map' can't be serialized"):
+        e.get_job_graph()
+
+
+def test_configuration_must_be_plain_data() -> None:
+    e = env(1)
+    e.configure({"my.option": object()})
+    e.from_collection([1]).print()
+    with pytest.raises(GraphError, match="'my.option' .* is not plain data"):
         e.get_job_graph()
 
 

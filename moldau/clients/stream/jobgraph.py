@@ -119,6 +119,16 @@ class JobVertex:
     operators: list[OperatorSpec]
 
     @property
+    def uid(self) -> str | None:
+        """The uid of the chain's first operator (None if not set)."""
+        return self.operators[0].uid if self.operators else None
+
+    @property
+    def kind(self) -> str:
+        """The kind of the chain's first operator ("source", "map", "window", ...)."""
+        return self.operators[0].kind if self.operators else ""
+
+    @property
     def is_source(self) -> bool:
         return bool(self.operators) and self.operators[0].kind == "source"
 
@@ -456,6 +466,12 @@ def generate_job_graph(nodes: Sequence[StreamNode], *, job_name: str, default_pa
     cfg = dict(config)
     cfg["pipeline.max-parallelism"] = job_maxp
     cfg["parallelism.default"] = default_parallelism
+    for k, v in cfg.items():
+        try:
+            msgpack.packb(v, use_bin_type=True)
+        except (TypeError, ValueError):
+            raise GraphError(f"configuration {k!r} = {v!r:.60} is not plain data (str, number, "
+                             "bool, list, dict)") from None
     graph = JobGraph(job_id or uuid.uuid4().hex, job_name, cfg, vertices, job_edges)
     graph.validate()
     return graph

@@ -1118,9 +1118,15 @@ class WindowOperator(KeyedOperator):
         from moldau.clients.stream.window import EventTimeTrigger, ProcessingTimeTrigger
 
         default = EventTimeTrigger if self._rt_event_time else ProcessingTimeTrigger
-        self._rt_fast = (self._rt_merging is None and self.evictor is None
-                         and type(self.trigger) is default
-                         and type(self.assigner).assign_windows is not None)
+        from moldau.clients.stream.window import (
+            SlidingEventTimeWindows,
+            TumblingEventTimeWindows,
+        )
+
+        # the processing-time assigners subclass these two
+        self._rt_fast = (isinstance(self.assigner, TumblingEventTimeWindows
+                                    | SlidingEventTimeWindows)
+                         and self.evictor is None and type(self.trigger) is default)
         self._rt_reduce = (method_of(self.reduce_fn, "reduce", "not a ReduceFunction")
                            if self.reduce_fn is not None else None)
 
