@@ -308,7 +308,7 @@ def test_configuration_must_be_plain_data() -> None:
     e = env(1)
     e.configure({"my.option": object()})
     e.from_collection([1]).print()
-    with pytest.raises(GraphError, match="'my.option' .* is not plain data"):
+    with pytest.raises(GraphError, match=r"'my\.option' .* is not plain data"):
         e.get_job_graph()
 
 
