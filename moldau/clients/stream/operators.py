@@ -62,10 +62,10 @@ from moldau.clients.stream.watermark import (
     WatermarkOutput,
 )
 from moldau.clients.stream.window import (
+    AnyWindow,
     TimeWindow,
     Trigger,
     TriggerContext,
-    Window,
     WindowAssigner,
     merge_windows,
 )
@@ -941,7 +941,7 @@ class _WindowFunctionRunner:
         self.fn = fn
         self.style = style  # pass | apply | process | apply_all | process_all
 
-    def bind(self) -> Callable[[Any, Window, Any, list[Any]], list[Any]]:
+    def bind(self) -> Callable[[Any, AnyWindow, Any, list[Any]], list[Any]]:
         fn, style = self.fn, self.style
         if style == "pass":
             return lambda key, window, ctx, elements: elements
@@ -1131,16 +1131,16 @@ class WindowOperator(KeyedOperator):
                            if self.reduce_fn is not None else None)
 
     # times
-    def _cleanup_time(self, window: Window) -> int:
+    def _cleanup_time(self, window: AnyWindow) -> int:
         if self._rt_event_time:
-            t = window.max_timestamp() + self.allowed_lateness
+            t: int = window.max_timestamp() + self.allowed_lateness
             return t if t >= window.max_timestamp() else MAX_WATERMARK
-        return window.max_timestamp()
+        return int(window.max_timestamp())
 
-    def _is_window_late(self, window: Window) -> bool:
+    def _is_window_late(self, window: AnyWindow) -> bool:
         return self._rt_event_time and self._cleanup_time(window) <= self.current_watermark
 
-    def _register_cleanup_timer(self, window: Window) -> None:
+    def _register_cleanup_timer(self, window: AnyWindow) -> None:
         t = self._cleanup_time(window)
         if t >= MAX_WATERMARK:
             return  # the global window never gets cleaned up
@@ -1149,7 +1149,7 @@ class WindowOperator(KeyedOperator):
         else:
             self._rt_timers.register_processing_time_timer(window, t)
 
-    def _delete_cleanup_timer(self, window: Window) -> None:
+    def _delete_cleanup_timer(self, window: AnyWindow) -> None:
         t = self._cleanup_time(window)
         if t >= MAX_WATERMARK:
             return
@@ -1236,7 +1236,7 @@ class WindowOperator(KeyedOperator):
             by_ns: dict[Any, Any] | None = None
             skipped = True
             for w in assign(v, ts, now):
-                mt = w.end - 1
+                mt = w.end - 1  # type: ignore[union-attr]  # time windows only here
                 if event_time and mt + lateness <= wm:
                     continue  # the window is gone
                 skipped = False
@@ -1250,7 +1250,7 @@ class WindowOperator(KeyedOperator):
                         by_ns = by_key[key] = {}
                 cur = by_ns.get(w, _MISSING)
                 if kind == "reduce":
-                    by_ns[w] = v if cur is _MISSING else reduce(cur, v)
+                    by_ns[w] = v if cur is _MISSING else reduce(cur, v)  # type: ignore[misc]
                 elif kind == "aggregate":
                     by_ns[w] = agg.add(v, agg.create_accumulator() if cur is _MISSING else cur)
                 elif cur is _MISSING:
@@ -1331,7 +1331,7 @@ class WindowOperator(KeyedOperator):
         ctx.merged_windows = []
         self._rt_contents.merge_namespaces(merged, old)
 
-    def _fire(self, key: Any, window: Window, out_v: list[Any], out_t: list[int | None]
+    def _fire(self, key: Any, window: AnyWindow, out_v: list[Any], out_t: list[int | None]
               ) -> None:
         contents = self._rt_contents
         contents.set_current_namespace(window)
@@ -1361,7 +1361,7 @@ class WindowOperator(KeyedOperator):
                 out_v.append(o)
                 out_t.append(ts)
 
-    def _on_timer(self, ts: int, key: Any, window: Window, event: bool,
+    def _on_timer(self, ts: int, key: Any, window: AnyWindow, event: bool,
                   out_v: list[Any], out_t: list[int | None]) -> None:
         if self._rt_merging is not None:
             current = self._rt_merging.value() or []
@@ -1382,7 +1382,7 @@ class WindowOperator(KeyedOperator):
         if event == self._rt_event_time and ts == self._cleanup_time(window):
             self._clear_all_state(window)
 
-    def _clear_all_state(self, window: Window) -> None:
+    def _clear_all_state(self, window: AnyWindow) -> None:
         contents = self._rt_contents
         contents.set_current_namespace(window)
         contents.clear()

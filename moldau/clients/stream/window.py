@@ -121,6 +121,11 @@ class GlobalWindow(Window):
         return "GlobalWindow"
 
 
+AnyWindow = TimeWindow | GlobalWindow | Window
+"""What an assigner hands out: a TimeWindow (a named tuple, not a Window subclass), the
+GlobalWindow, or a user-defined Window."""
+
+
 def get_window_start_with_offset(timestamp: int, offset: int, window_size: int) -> int:
     """Flink's ``TimeWindow.getWindowStartWithOffset``: the start of the window of size
     ``window_size`` aligned to ``offset`` that contains ``timestamp``."""
@@ -159,7 +164,7 @@ class WindowAssigner:
     trigger, and says whether windows are in event time."""
 
     def assign_windows(self, element: Any, timestamp: int | None,
-                       current_processing_time: int) -> list[Window]:
+                       current_processing_time: int) -> list[AnyWindow]:
         raise NotImplementedError
 
     def get_default_trigger(self) -> Trigger:
@@ -202,7 +207,7 @@ class TumblingEventTimeWindows(WindowAssigner):
         return cls(_size(size, "the window size"), to_millis(offset, "the window offset"))
 
     def assign_windows(self, element: Any, timestamp: int | None,
-                       current_processing_time: int) -> list[Window]:
+                       current_processing_time: int) -> list[AnyWindow]:
         if timestamp is None:
             raise ValueError(_NO_TIMESTAMP)
         start = timestamp - (timestamp - self.offset) % self.size
@@ -223,7 +228,7 @@ class TumblingProcessingTimeWindows(TumblingEventTimeWindows):
     """Fixed-size, non-overlapping windows of the wall clock of the subtask."""
 
     def assign_windows(self, element: Any, timestamp: int | None,
-                       current_processing_time: int) -> list[Window]:
+                       current_processing_time: int) -> list[AnyWindow]:
         now = current_processing_time
         start = now - (now - self.offset) % self.size
         return [TimeWindow(start, start + self.size)]
@@ -254,10 +259,10 @@ class SlidingEventTimeWindows(WindowAssigner):
         return cls(_size(size, "the window size"), _size(slide, "the window slide"),
                    to_millis(offset, "the window offset"))
 
-    def _windows(self, ts: int) -> list[Window]:
+    def _windows(self, ts: int) -> list[AnyWindow]:
         size, slide = self.size, self.slide
         last_start = ts - (ts - self.offset) % slide
-        out: list[Window] = []
+        out: list[AnyWindow] = []
         start = last_start
         while start > ts - size:
             out.append(TimeWindow(start, start + size))
@@ -265,7 +270,7 @@ class SlidingEventTimeWindows(WindowAssigner):
         return out
 
     def assign_windows(self, element: Any, timestamp: int | None,
-                       current_processing_time: int) -> list[Window]:
+                       current_processing_time: int) -> list[AnyWindow]:
         if timestamp is None:
             raise ValueError(_NO_TIMESTAMP)
         return self._windows(timestamp)
@@ -286,7 +291,7 @@ class SlidingProcessingTimeWindows(SlidingEventTimeWindows):
     Time.seconds(15), Time.seconds(5))``."""
 
     def assign_windows(self, element: Any, timestamp: int | None,
-                       current_processing_time: int) -> list[Window]:
+                       current_processing_time: int) -> list[AnyWindow]:
         return self._windows(current_processing_time)
 
     def get_default_trigger(self) -> Trigger:
@@ -327,7 +332,7 @@ class EventTimeSessionWindows(MergingWindowAssigner):
         return gap
 
     def assign_windows(self, element: Any, timestamp: int | None,
-                       current_processing_time: int) -> list[Window]:
+                       current_processing_time: int) -> list[AnyWindow]:
         if timestamp is None:
             raise ValueError(_NO_TIMESTAMP)
         return [TimeWindow(timestamp, timestamp + self._gap(element))]
@@ -346,7 +351,7 @@ class ProcessingTimeSessionWindows(EventTimeSessionWindows):
     """Sessions of the wall clock."""
 
     def assign_windows(self, element: Any, timestamp: int | None,
-                       current_processing_time: int) -> list[Window]:
+                       current_processing_time: int) -> list[AnyWindow]:
         now = current_processing_time
         return [TimeWindow(now, now + self._gap(element))]
 
@@ -366,7 +371,7 @@ class GlobalWindows(WindowAssigner):
         return cls()
 
     def assign_windows(self, element: Any, timestamp: int | None,
-                       current_processing_time: int) -> list[Window]:
+                       current_processing_time: int) -> list[AnyWindow]:
         return [GlobalWindow()]
 
     def get_default_trigger(self) -> Trigger:
@@ -486,24 +491,24 @@ class TriggerContext:
 class Trigger:
     """Decides when a window fires; see :class:`TriggerResult`."""
 
-    def on_element(self, element: Any, timestamp: int | None, window: Window,
+    def on_element(self, element: Any, timestamp: int | None, window: AnyWindow,
                    ctx: TriggerContext) -> TriggerResult:
         raise NotImplementedError
 
-    def on_processing_time(self, time: int, window: Window, ctx: TriggerContext
+    def on_processing_time(self, time: int, window: AnyWindow, ctx: TriggerContext
                            ) -> TriggerResult:
         return TriggerResult.CONTINUE
 
-    def on_event_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
+    def on_event_time(self, time: int, window: AnyWindow, ctx: TriggerContext) -> TriggerResult:
         return TriggerResult.CONTINUE
 
     def can_merge(self) -> bool:
         return False
 
-    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
+    def on_merge(self, window: AnyWindow, ctx: TriggerContext) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not support merging windows")
 
-    def clear(self, window: Window, ctx: TriggerContext) -> None:
+    def clear(self, window: AnyWindow, ctx: TriggerContext) -> None:
         pass
 
     def __repr__(self) -> str:
@@ -518,24 +523,24 @@ class EventTimeTrigger(Trigger):
     def create(cls) -> EventTimeTrigger:
         return cls()
 
-    def on_element(self, element: Any, timestamp: int | None, window: Window,
+    def on_element(self, element: Any, timestamp: int | None, window: AnyWindow,
                    ctx: TriggerContext) -> TriggerResult:
         if window.max_timestamp() <= ctx.get_current_watermark():
             return TriggerResult.FIRE  # the watermark is already past the window
         ctx.register_event_time_timer(window.max_timestamp())
         return TriggerResult.CONTINUE
 
-    def on_event_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
+    def on_event_time(self, time: int, window: AnyWindow, ctx: TriggerContext) -> TriggerResult:
         return TriggerResult.FIRE if time == window.max_timestamp() else TriggerResult.CONTINUE
 
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
+    def on_merge(self, window: AnyWindow, ctx: TriggerContext) -> None:
         if window.max_timestamp() > ctx.get_current_watermark():
             ctx.register_event_time_timer(window.max_timestamp())
 
-    def clear(self, window: Window, ctx: TriggerContext) -> None:
+    def clear(self, window: AnyWindow, ctx: TriggerContext) -> None:
         ctx.delete_event_time_timer(window.max_timestamp())
 
 
@@ -546,36 +551,36 @@ class ProcessingTimeTrigger(Trigger):
     def create(cls) -> ProcessingTimeTrigger:
         return cls()
 
-    def on_element(self, element: Any, timestamp: int | None, window: Window,
+    def on_element(self, element: Any, timestamp: int | None, window: AnyWindow,
                    ctx: TriggerContext) -> TriggerResult:
         ctx.register_processing_time_timer(window.max_timestamp())
         return TriggerResult.CONTINUE
 
-    def on_processing_time(self, time: int, window: Window, ctx: TriggerContext
+    def on_processing_time(self, time: int, window: AnyWindow, ctx: TriggerContext
                            ) -> TriggerResult:
         return TriggerResult.FIRE
 
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
+    def on_merge(self, window: AnyWindow, ctx: TriggerContext) -> None:
         ctx.register_processing_time_timer(window.max_timestamp())
 
-    def clear(self, window: Window, ctx: TriggerContext) -> None:
+    def clear(self, window: AnyWindow, ctx: TriggerContext) -> None:
         ctx.delete_processing_time_timer(window.max_timestamp())
 
 
 class NeverTrigger(Trigger):
     """The default of ``GlobalWindows``: never fires."""
 
-    def on_element(self, element: Any, timestamp: int | None, window: Window,
+    def on_element(self, element: Any, timestamp: int | None, window: AnyWindow,
                    ctx: TriggerContext) -> TriggerResult:
         return TriggerResult.CONTINUE
 
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
+    def on_merge(self, window: AnyWindow, ctx: TriggerContext) -> None:
         pass
 
 
@@ -594,7 +599,7 @@ class CountTrigger(Trigger):
     def of(cls, count: int) -> CountTrigger:
         return cls(count)
 
-    def on_element(self, element: Any, timestamp: int | None, window: Window,
+    def on_element(self, element: Any, timestamp: int | None, window: AnyWindow,
                    ctx: TriggerContext) -> TriggerResult:
         st = ctx.get_partitioned_state(self._descriptor)
         st.add(1)
@@ -606,10 +611,10 @@ class CountTrigger(Trigger):
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
+    def on_merge(self, window: AnyWindow, ctx: TriggerContext) -> None:
         ctx.merge_partitioned_state(self._descriptor)
 
-    def clear(self, window: Window, ctx: TriggerContext) -> None:
+    def clear(self, window: AnyWindow, ctx: TriggerContext) -> None:
         ctx.get_partitioned_state(self._descriptor).clear()
 
     def __repr__(self) -> str:
@@ -636,24 +641,24 @@ class PurgingTrigger(Trigger):
     def _purging(r: TriggerResult) -> TriggerResult:
         return TriggerResult.FIRE_AND_PURGE if r.is_fire else r
 
-    def on_element(self, element: Any, timestamp: int | None, window: Window,
+    def on_element(self, element: Any, timestamp: int | None, window: AnyWindow,
                    ctx: TriggerContext) -> TriggerResult:
         return self._purging(self.nested.on_element(element, timestamp, window, ctx))
 
-    def on_processing_time(self, time: int, window: Window, ctx: TriggerContext
+    def on_processing_time(self, time: int, window: AnyWindow, ctx: TriggerContext
                            ) -> TriggerResult:
         return self._purging(self.nested.on_processing_time(time, window, ctx))
 
-    def on_event_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
+    def on_event_time(self, time: int, window: AnyWindow, ctx: TriggerContext) -> TriggerResult:
         return self._purging(self.nested.on_event_time(time, window, ctx))
 
     def can_merge(self) -> bool:
         return self.nested.can_merge()
 
-    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
+    def on_merge(self, window: AnyWindow, ctx: TriggerContext) -> None:
         self.nested.on_merge(window, ctx)
 
-    def clear(self, window: Window, ctx: TriggerContext) -> None:
+    def clear(self, window: AnyWindow, ctx: TriggerContext) -> None:
         self.nested.clear(window, ctx)
 
     def __repr__(self) -> str:
@@ -673,7 +678,7 @@ class ContinuousEventTimeTrigger(Trigger):
     def of(cls, interval: Any) -> ContinuousEventTimeTrigger:
         return cls(_size(interval, "the trigger interval"))
 
-    def on_element(self, element: Any, timestamp: int | None, window: Window,
+    def on_element(self, element: Any, timestamp: int | None, window: AnyWindow,
                    ctx: TriggerContext) -> TriggerResult:
         if window.max_timestamp() <= ctx.get_current_watermark():
             return TriggerResult.FIRE
@@ -686,7 +691,7 @@ class ContinuousEventTimeTrigger(Trigger):
             st.add(nxt)
         return TriggerResult.CONTINUE
 
-    def on_event_time(self, time: int, window: Window, ctx: TriggerContext) -> TriggerResult:
+    def on_event_time(self, time: int, window: AnyWindow, ctx: TriggerContext) -> TriggerResult:
         if time == window.max_timestamp():
             return TriggerResult.FIRE
         st = ctx.get_partitioned_state(self._descriptor)
@@ -700,13 +705,13 @@ class ContinuousEventTimeTrigger(Trigger):
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
+    def on_merge(self, window: AnyWindow, ctx: TriggerContext) -> None:
         ctx.merge_partitioned_state(self._descriptor)
         nxt = ctx.get_partitioned_state(self._descriptor).get()
         if nxt is not None:
             ctx.register_event_time_timer(nxt)
 
-    def clear(self, window: Window, ctx: TriggerContext) -> None:
+    def clear(self, window: AnyWindow, ctx: TriggerContext) -> None:
         st = ctx.get_partitioned_state(self._descriptor)
         t = st.get()
         if t is not None:
@@ -730,7 +735,7 @@ class ContinuousProcessingTimeTrigger(Trigger):
     def of(cls, interval: Any) -> ContinuousProcessingTimeTrigger:
         return cls(_size(interval, "the trigger interval"))
 
-    def on_element(self, element: Any, timestamp: int | None, window: Window,
+    def on_element(self, element: Any, timestamp: int | None, window: AnyWindow,
                    ctx: TriggerContext) -> TriggerResult:
         st = ctx.get_partitioned_state(self._descriptor)
         if st.get() is None:
@@ -740,7 +745,7 @@ class ContinuousProcessingTimeTrigger(Trigger):
             st.add(nxt)
         return TriggerResult.CONTINUE
 
-    def on_processing_time(self, time: int, window: Window, ctx: TriggerContext
+    def on_processing_time(self, time: int, window: AnyWindow, ctx: TriggerContext
                            ) -> TriggerResult:
         st = ctx.get_partitioned_state(self._descriptor)
         if st.get() == time:
@@ -753,13 +758,13 @@ class ContinuousProcessingTimeTrigger(Trigger):
     def can_merge(self) -> bool:
         return True
 
-    def on_merge(self, window: Window, ctx: TriggerContext) -> None:
+    def on_merge(self, window: AnyWindow, ctx: TriggerContext) -> None:
         ctx.merge_partitioned_state(self._descriptor)
         nxt = ctx.get_partitioned_state(self._descriptor).get()
         if nxt is not None:
             ctx.register_processing_time_timer(nxt)
 
-    def clear(self, window: Window, ctx: TriggerContext) -> None:
+    def clear(self, window: AnyWindow, ctx: TriggerContext) -> None:
         st = ctx.get_partitioned_state(self._descriptor)
         t = st.get()
         if t is not None:
