@@ -129,10 +129,10 @@ class AdminManager:
 
     async def create_topics(self, specs: list[Any], timeout_ms: int,
                             validate_only: bool) -> list[dict[str, Any]]:
-        names = [s.get("name") if isinstance(s, Mapping) else None for s in specs]
+        names: list[Any] = [s.get("name") if isinstance(s, Mapping) else None for s in specs]
         duplicates = {n for n in names if n is not None and names.count(n) > 1}
         results: list[dict[str, Any]] = []
-        created: list[str] = []
+        created: list[Any] = []
         brokers: list[int] | None = None
         for spec, name in zip(specs, names, strict=True):
             if name in duplicates:
@@ -169,7 +169,7 @@ class AdminManager:
     async def _create_one(self, spec: Any, brokers: list[int], validate_only: bool) -> None:
         if not isinstance(spec, Mapping):
             raise AdminError(ErrorCode.INVALID_REQUEST, "topic entry is not a map")
-        name = spec.get("name")
+        name: Any = spec.get("name")
         try:
             validate_topic_name(name)
         except InvalidTopicName as e:
@@ -345,7 +345,7 @@ class AdminManager:
     async def create_partitions(self, specs: list[Any], timeout_ms: int,
                                 validate_only: bool) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
-        grown: dict[str, int] = {}
+        grown: dict[Any, int] = {}
         brokers: list[int] | None = None
         for spec in specs:
             name = spec.get("name") if isinstance(spec, Mapping) else None

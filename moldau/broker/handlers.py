@@ -177,8 +177,8 @@ class BrokerHandler:
 
     async def fetch(self, req: FetchRequest) -> FetchResponse:
         topics = _topic_list(req.topics, 3, "fetch")
-        for _t, parts in topics:
-            for p in parts:
+        for _t, entries in topics:
+            for p in entries:
                 if type(p[1]) is not int or type(p[2]) is not int:
                     raise _bad("fetch: offset and max bytes must be integers")
         max_wait = _int(req.max_wait_ms, "max_wait_ms") / 1000

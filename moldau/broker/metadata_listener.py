@@ -189,8 +189,8 @@ class MetadataListener:
                 await client.create(CLUSTER_ID, json.dumps(
                     {"version": "1", "id": new_id}).encode(), make_parents=True)
                 log.info("created cluster id %s", new_id)
-            except MoldauError as e:
-                if e.code != ErrorCode.NODE_EXISTS:
+            except MoldauError as race:
+                if race.code != ErrorCode.NODE_EXISTS:
                     raise
 
     async def _register(self) -> None:
@@ -211,7 +211,11 @@ class MetadataListener:
                 if e.code != ErrorCode.NODE_EXISTS:
                     raise
             gone = asyncio.Event()
-            stat = await client.exists(path, watch=lambda _ev, g=gone: g.set())
+
+            def on_change(_ev: object, g: asyncio.Event = gone) -> None:
+                g.set()
+
+            stat = await client.exists(path, watch=on_change)
             if stat is None:
                 continue
             if not warned:
@@ -317,9 +321,9 @@ class MetadataListener:
             if s is not None:
                 states[p] = s
 
-        results = await asyncio.gather(self._read_config(name),
-                                       *(state(p) for p in assignment))
-        config: dict[str, str] = results[0]
+        config, *_ = await asyncio.gather(self._read_config(name),
+                                          *(state(p) for p in assignment))
+        assert isinstance(config, dict)
         old = self.cache.topics.get(name)
         if old is not None and old.created != stat.czxid:
             # deleted and created again before this broker looked: the old logs must go
