@@ -156,12 +156,12 @@ def test_demo_prints_back_what_it_sent(local_dir: Path) -> None:
     sent_values = [line.split(None, 4)[4] for line in sent.splitlines()[1:] if line.strip()]
     read_values = [line.split(None, 4)[4] for line in read.splitlines()[1:]
                    if line.startswith("  partition")]
-    assert sent_values and sorted(sent_values) == sorted(read_values)
-    assert "moldau console-producer --broker-list" in out
+    assert sent_values and sorted(sent_values) == sorted(read_values), out
+    assert "moldau console-producer --broker-list" in out, out
     # a second run reuses the cluster and the topic
     rc, out2, err = _local(local_dir, "demo", timeout=120)
-    assert rc == 0, err
-    assert "using the local cluster" in out2 and "topic demo exists" in out2
+    assert rc == 0, err + out2
+    assert "using the local cluster" in out2 and "topic demo exists" in out2, out2
 
 
 def test_metadata_ls_shows_broker_ids(cluster: Processes) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
+
+from moldau.clients.cli.base import CliError
 
 DEMO_LINES = (
     "Hello, moldau!",
@@ -33,15 +36,16 @@ async def run_demo(bootstrap_servers: str, topic: str) -> None:
     admin = Admin(bootstrap_servers)
     await admin.start()
     try:
+        created = False
         if topic not in await admin.list_topics():
             try:
                 await admin.create_topics([NewTopic(topic, 3, 1)])
-                print(f"created topic {topic} (3 partitions, replication factor 1)")
+                created = True
             except MoldauError as e:
                 if e.code != ErrorCode.TOPIC_ALREADY_EXISTS:
                     raise
-        else:
-            print(f"topic {topic} exists")
+        print(f"created topic {topic} (3 partitions, replication factor 1)" if created
+              else f"topic {topic} exists")
     finally:
         await admin.close()
 
@@ -66,23 +70,21 @@ async def run_demo(bootstrap_servers: str, topic: str) -> None:
     consumer = Consumer(bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
                         client_id="moldau-demo")
     await consumer.start()
-    got = []
-    earlier = 0
+    got: list[Any] = []
     try:
-        parts = sorted(await consumer.partitions_for(topic))
+        # every partition written to is read, even if this client's metadata lags
+        parts = sorted(await consumer.partitions_for(topic) | {md.partition for md in sent})
         tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         res = consumer.seek_to_beginning(tps)
         if asyncio.iscoroutine(res):
             await res
-        async with asyncio.timeout(READ_BACK_TIMEOUT_S):
-            while wanted:
-                for r in await consumer.poll(timeout_ms=500, max_records=1000):
-                    if (r.partition, r.offset) in wanted:
-                        wanted.discard((r.partition, r.offset))
-                        got.append(r)
-                    else:
-                        earlier += 1
+        try:
+            async with asyncio.timeout(READ_BACK_TIMEOUT_S):
+                earlier = await _read_back(consumer, wanted, got)
+        except TimeoutError:
+            raise CliError(f"read back only {len(got)} of {len(sent)} lines within "
+                           f"{READ_BACK_TIMEOUT_S:.0f} s") from None
     finally:
         await consumer.stop()
     more = f" (and {earlier} records of earlier runs)" if earlier else ""
@@ -90,6 +92,20 @@ async def run_demo(bootstrap_servers: str, topic: str) -> None:
     for r in got:
         value = r.value.decode(errors="replace") if r.value is not None else "null"
         print(f"  partition {r.partition} offset {r.offset:<5} {value}")
+
+
+async def _read_back(consumer: Any, wanted: set[tuple[int, int]], got: list[Any]) -> int:
+    """Poll until every (partition, offset) in ``wanted`` was read, appending those records
+    to ``got``; return how many other records (of earlier runs) went by."""
+    earlier = 0
+    while wanted:
+        for r in await consumer.poll(timeout_ms=500, max_records=1000):
+            if (r.partition, r.offset) in wanted:
+                wanted.discard((r.partition, r.offset))
+                got.append(r)
+            else:
+                earlier += 1
+    return earlier
 
 
 def print_next_steps(zookeeper: str, bootstrap: str, topic: str, dir_flag: str) -> None:
