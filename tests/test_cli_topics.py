@@ -137,7 +137,15 @@ def test_alter_delete_and_under_replicated(cluster: Processes) -> None:
     assert r.returncode == 0 and r.stdout == "", r.stdout
     r = moldau("topics", "--delete", "--bootstrap-server", bootstrap, "--topic", "grow")
     assert r.returncode == 0, r.stderr
-    deadline = time.monotonic() + 15
-    while "grow" in moldau("topics", "--list", "--zookeeper", zk).stdout.split("\n"):
-        assert time.monotonic() < deadline, "topic not deleted"
-        time.sleep(0.2)
+    assert moldau("topics", "--create", "--zookeeper", zk, "--topic", "gone",
+                  "--partitions", "1").returncode == 0
+    r = moldau("topics", "--delete", "--zookeeper", zk, "--topic", "gone")
+    assert r.returncode == 0 and r.stdout == "Topic gone is marked for deletion.\n", r.stderr
+    for where in (["--zookeeper", zk], ["--bootstrap-server", bootstrap]):
+        deadline = time.monotonic() + 15
+        while True:
+            listed = moldau("topics", "--list", *where).stdout.split("\n")
+            if "grow" not in listed and "gone" not in listed:
+                break
+            assert time.monotonic() < deadline, f"topics not deleted: {listed}"
+            time.sleep(0.2)

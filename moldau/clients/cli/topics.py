@@ -242,13 +242,15 @@ class ZookeeperBackend:
         from moldau.clients.metadata import layout
         from moldau.clients.protocol import ErrorCode, MoldauError
 
-        await self._ensure_roots()
-        try:
-            await self.client.create(f"{layout.DELETE_TOPICS}/{name}", b"")
-        except MoldauError as e:
-            if e.code != ErrorCode.NODE_EXISTS:
-                raise
-            return f"Topic {name} is already marked for deletion."
+        # As the brokers do until a controller exists to act on /admin/delete_topics: remove
+        # the topic's nodes; every broker watching /brokers/topics drops its logs.
+        for path, recursive in ((layout.topic_path(name), True),
+                                (layout.topic_config_path(name), False)):
+            try:
+                await self.client.delete(path, recursive=recursive)
+            except MoldauError as e:
+                if e.code != ErrorCode.NO_NODE:
+                    raise
         return f"Topic {name} is marked for deletion."
 
     async def add_partitions(self, view: TopicView, total: int) -> None:
