@@ -53,6 +53,16 @@ class Api(IntEnum):
     MD_MULTI = 109
     MD_SYNC = 110
     MD_WATCH_EVENT = 111  # pushed by the server, never requested
+    # stream cluster runtime: JobManager <-> TaskManager <-> clients
+    REGISTER_TASK_MANAGER = 300
+    TM_HEARTBEAT = 301
+    UPDATE_TASK_STATE = 302
+    SUBMIT_TASKS = 303
+    CANCEL_TASKS = 304
+    READ_TM_LOG = 305
+    SUBMIT_JOB = 310
+    CANCEL_JOB = 311
+    JOB_QUERY = 312
 
 
 class Message:
@@ -525,3 +535,212 @@ def decode_request_body(api: int, version: int, body: Any) -> Message:
 
 class UnsupportedApi(ProtocolError):
     pass
+
+
+# ---------------------------------------------------------------- stream cluster runtime
+# Appended after BROKER_APIS / METADATA_APIS on purpose: those sets stay as they were.
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterTaskManagerRequest(Message):
+    """TaskManager -> JobManager, at start and whenever the JobManager forgot it.
+    ``instance`` changes every time the TaskManager process starts; ``slots``: maps
+    ``{"index", "data_host", "data_port", "ready", "job_id"}``; ``hardware``: ``{"cpuCores",
+    "physicalMemory", ...}``; ``port`` serves the JobManager's requests (SUBMIT_TASKS ...)."""
+
+    API: ClassVar[Api] = Api.REGISTER_TASK_MANAGER
+    tm_id: str
+    instance: str
+    host: str
+    port: int
+    slots: list[dict[str, Any]]
+    hardware: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterTaskManagerResponse(Message):
+    """``jm_instance`` changes every time the JobManager starts."""
+
+    API: ClassVar[Api] = Api.REGISTER_TASK_MANAGER
+    error_code: int
+    error_message: str | None = None
+    jm_instance: str = ""
+    heartbeat_interval_ms: int = 1000
+    heartbeat_timeout_ms: int = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class TmHeartbeatRequest(Message):
+    """``slots`` as in registration; ``tasks``: execution id -> ``[state, records_in,
+    records_out, bytes_in, bytes_out]`` of every task the TaskManager still knows."""
+
+    API: ClassVar[Api] = Api.TM_HEARTBEAT
+    tm_id: str
+    instance: str
+    slots: list[dict[str, Any]]
+    tasks: dict[str, list[Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TmHeartbeatResponse(Message):
+    """UNKNOWN_MEMBER_ID: the JobManager does not know this TaskManager (instance):
+    register again."""
+
+    API: ClassVar[Api] = Api.TM_HEARTBEAT
+    error_code: int
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateTaskStateRequest(Message):
+    """A task changed state (RUNNING, FINISHED, CANCELED, FAILED); ``error``: the
+    failure with its traceback; ``metrics``: ``[records_in, records_out, bytes_in,
+    bytes_out]``."""
+
+    API: ClassVar[Api] = Api.UPDATE_TASK_STATE
+    tm_id: str
+    job_id: str
+    execution_id: str
+    state: str
+    error: str | None = None
+    metrics: list[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateTaskStateResponse(Message):
+    API: ClassVar[Api] = Api.UPDATE_TASK_STATE
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTasksRequest(Message):
+    """JobManager -> TaskManager: run ``tasks`` of job ``job_id`` in slot ``slot_index``.
+    ``tasks``: maps ``{"execution_id", "vertex_id", "subtask", "attempt", "inputs":
+    [[edge_index, producer_subtask, producer_execution_id, host, port], ...] (in input
+    channel order), "outputs": [[edge_index, [[consumer_subtask, host, port], ...]], ...]}``.
+    ``config``: settings the JobManager adds to the job's configuration."""
+
+    API: ClassVar[Api] = Api.SUBMIT_TASKS
+    job_id: str
+    slot_index: int
+    job_graph: bytes
+    artifacts: dict[str, bytes]
+    tasks: list[dict[str, Any]]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTasksResponse(Message):
+    API: ClassVar[Api] = Api.SUBMIT_TASKS
+    error_code: int
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTasksRequest(Message):
+    """Cancel every task of ``job_id`` on this TaskManager."""
+
+    API: ClassVar[Api] = Api.CANCEL_TASKS
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTasksResponse(Message):
+    API: ClassVar[Api] = Api.CANCEL_TASKS
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTmLogRequest(Message):
+    """The tail (``max_bytes``) of the TaskManager's "stdout" or "log" file."""
+
+    API: ClassVar[Api] = Api.READ_TM_LOG
+    which: str = "stdout"
+    max_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTmLogResponse(Message):
+    API: ClassVar[Api] = Api.READ_TM_LOG
+    error_code: int
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitJobRequest(Message):
+    """Client -> JobManager: bytes of ``JobGraph.to_bytes()`` and the files beside the
+    job's script (relative path -> bytes)."""
+
+    API: ClassVar[Api] = Api.SUBMIT_JOB
+    job_graph: bytes
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    savepoint_path: str | None = None
+    allow_non_restored_state: bool = False
+    parallelism: int | None = None
+    program_args: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitJobResponse(Message):
+    """INVALID_REQUEST with ``error_message`` for a graph that can't run."""
+
+    API: ClassVar[Api] = Api.SUBMIT_JOB
+    error_code: int
+    error_message: str | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJobRequest(Message):
+    API: ClassVar[Api] = Api.CANCEL_JOB
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJobResponse(Message):
+    """``found`` False: no such job."""
+
+    API: ClassVar[Api] = Api.CANCEL_JOB
+    error_code: int
+    found: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobQueryRequest(Message):
+    """A read of the JobManager gateway by name: ``overview``, ``config``,
+    ``jobs_overview``, ``job_details`` (jid), ``job_exceptions`` (jid), ``vertex_details``
+    (jid, vid), ``taskmanagers``, ``taskmanager`` (tmid), ``taskmanager_log`` (tmid,
+    which, max_bytes)."""
+
+    API: ClassVar[Api] = Api.JOB_QUERY
+    query: str
+    args: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class JobQueryResponse(Message):
+    """``result``: the gateway's answer (None for an unknown id); INVALID_REQUEST with
+    ``error_message`` for an unknown query."""
+
+    API: ClassVar[Api] = Api.JOB_QUERY
+    error_code: int
+    error_message: str | None = None
+    result: Any = None
+
+
+SCHEMAS.update({
+    Api.REGISTER_TASK_MANAGER: (RegisterTaskManagerRequest, RegisterTaskManagerResponse, 0, 0),
+    Api.TM_HEARTBEAT: (TmHeartbeatRequest, TmHeartbeatResponse, 0, 0),
+    Api.UPDATE_TASK_STATE: (UpdateTaskStateRequest, UpdateTaskStateResponse, 0, 0),
+    Api.SUBMIT_TASKS: (SubmitTasksRequest, SubmitTasksResponse, 0, 0),
+    Api.CANCEL_TASKS: (CancelTasksRequest, CancelTasksResponse, 0, 0),
+    Api.READ_TM_LOG: (ReadTmLogRequest, ReadTmLogResponse, 0, 0),
+    Api.SUBMIT_JOB: (SubmitJobRequest, SubmitJobResponse, 0, 0),
+    Api.CANCEL_JOB: (CancelJobRequest, CancelJobResponse, 0, 0),
+    Api.JOB_QUERY: (JobQueryRequest, JobQueryResponse, 0, 0),
+})
+
+# what a JobManager serves, and what a TaskManager serves
+JOBMANAGER_APIS = frozenset({Api.REGISTER_TASK_MANAGER, Api.TM_HEARTBEAT, Api.UPDATE_TASK_STATE,
+                             Api.SUBMIT_JOB, Api.CANCEL_JOB, Api.JOB_QUERY})
+TASKMANAGER_APIS = frozenset({Api.SUBMIT_TASKS, Api.CANCEL_TASKS, Api.READ_TM_LOG})
