@@ -63,6 +63,10 @@ class Api(IntEnum):
     SUBMIT_JOB = 310
     CANCEL_JOB = 311
     JOB_QUERY = 312
+    # replication between brokers (moldau's numbers; Kafka's OffsetForLeaderEpoch is 23 and
+    # ControlledShutdown 7)
+    OFFSET_FOR_LEADER_EPOCH = 170
+    CONTROLLED_SHUTDOWN = 171
 
 
 class Message:
@@ -744,3 +748,79 @@ SCHEMAS.update({
 JOBMANAGER_APIS = frozenset({Api.REGISTER_TASK_MANAGER, Api.TM_HEARTBEAT, Api.UPDATE_TASK_STATE,
                              Api.SUBMIT_JOB, Api.CANCEL_JOB, Api.JOB_QUERY})
 TASKMANAGER_APIS = frozenset({Api.SUBMIT_TASKS, Api.CANCEL_TASKS, Api.READ_TM_LOG})
+
+
+# ---------------------------------------------------------------- replication and idempotence
+# Appended after BROKER_APIS / METADATA_APIS on purpose: the broker lists what it serves.
+
+
+@dataclass(frozen=True, slots=True)
+class InitProducerIdRequest(Message):
+    """An idempotent producer asks any broker for a producer id (transactions, which would
+    use ``transactional_id``, are not supported)."""
+
+    API: ClassVar[Api] = Api.INIT_PRODUCER_ID
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = 60000
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class InitProducerIdResponse(Message):
+    API: ClassVar[Api] = Api.INIT_PRODUCER_ID
+    error_code: int
+    producer_id: int = -1
+    producer_epoch: int = -1
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetForLeaderEpochRequest(Message):
+    """A follower asks the leader where an epoch ends (KIP-101), to truncate to it.
+
+    ``topics``: ``[[topic, [[partition, current_leader_epoch, leader_epoch], ...]], ...]``;
+    ``current_leader_epoch`` fences a stale leader or follower as in Fetch (-1: unchecked).
+    """
+
+    API: ClassVar[Api] = Api.OFFSET_FOR_LEADER_EPOCH
+    topics: list[list[Any]]
+    replica_id: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetForLeaderEpochResponse(Message):
+    """``topics``: ``[[topic, [[partition, error_code, leader_epoch, end_offset], ...]], ...]``:
+    the largest epoch of the leader's log that is <= the one asked, and the offset where it
+    ends (the next epoch's start, or the log end); ``-1, -1`` when the leader has none."""
+
+    API: ClassVar[Api] = Api.OFFSET_FOR_LEADER_EPOCH
+    topics: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlledShutdownRequest(Message):
+    """A broker about to stop asks the controller to move its leaderships away first.
+    ``broker_epoch``: the czxid of its ``/brokers/ids/<id>`` node (-1: unchecked)."""
+
+    API: ClassVar[Api] = Api.CONTROLLED_SHUTDOWN
+    broker_id: int
+    broker_epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ControlledShutdownResponse(Message):
+    """``remaining``: ``[[topic, partition], ...]`` still led by the broker (no other in-sync
+    replica could take over)."""
+
+    API: ClassVar[Api] = Api.CONTROLLED_SHUTDOWN
+    error_code: int
+    remaining: list[list[Any]] = field(default_factory=list)
+    error_message: str | None = None
+
+
+SCHEMAS.update({
+    Api.INIT_PRODUCER_ID: (InitProducerIdRequest, InitProducerIdResponse, 0, 0),
+    Api.OFFSET_FOR_LEADER_EPOCH: (OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, 0, 0),
+    Api.CONTROLLED_SHUTDOWN: (ControlledShutdownRequest, ControlledShutdownResponse, 0, 0),
+})
