@@ -30,6 +30,10 @@ COMMANDS: tuple[tuple[str, tuple[str, ...], str | None, str], ...] = (
      "inspect the metadata tree (ls/get/stat), or run a metadata node"),
     ("local", (), "local", "run an embedded cluster on this machine (start, status, stop, "
      "demo)"),
+    ("run", (), "jobs", "run a job script on the cluster (flink run)"),
+    ("list", (), "jobs", "list the jobs of the JobManager (flink list)"),
+    ("cancel", (), "jobs", "cancel a running job (flink cancel)"),
+    ("info", (), "jobs", "print the job graph a job script builds (flink info)"),
 )
 
 
