@@ -496,8 +496,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         graphs.append(graph)
         raise _ScriptStopped
 
+    import contextlib
+
+    # what the script prints goes to stderr: stdout carries the graph (JSON with --json)
     try:
-        _run_reporting_errors(script, program_args, capture, config)
+        with contextlib.redirect_stdout(sys.stderr):
+            _run_reporting_errors(script, program_args, capture, config)
     except _ScriptStopped:
         pass
     if not graphs:
