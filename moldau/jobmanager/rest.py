@@ -470,24 +470,28 @@ class RestServer:
         os.replace(tmp, path)
 
     def _list_jars(self) -> list[dict[str, Any]]:
-        out = []
-        for p in sorted(self.upload_dir.iterdir(), key=lambda q: q.stat().st_mtime,
-                        reverse=True):
-            if not JAR_ID_RE.match(p.name) or not p.is_file():
+        """The uploads, newest first (a file deleted meanwhile is left out)."""
+        out: list[dict[str, Any]] = []
+        for p in self.upload_dir.iterdir():
+            if not JAR_ID_RE.match(p.name):
                 continue
             try:
+                mtime = p.stat().st_mtime
                 entries = read_job_files(p, self.max_extracted_bytes).entries()
-            except (RequestError, OSError):
+            except RequestError:
                 entries = []
+            except OSError:
+                continue
             out.append({"id": p.name, "name": p.name.partition("_")[2],
-                        "uploaded": int(p.stat().st_mtime * 1000),
+                        "uploaded": int(mtime * 1000),
                         "entry": [{"name": e, "description": None} for e in entries]})
+        out.sort(key=lambda j: j["uploaded"], reverse=True)
         return out
 
     async def _jars(self, request: web.Request) -> web.Response:
         files = await asyncio.to_thread(self._list_jars)
-        host, port = self.address
-        return web.json_response({"address": f"http://{host}:{port}", "files": files})
+        return web.json_response({"address": f"{request.scheme}://{request.host}",
+                                  "files": files})
 
     async def _delete_jar(self, request: web.Request) -> web.Response:
         path = self._jar_path(request.match_info["jarid"])
