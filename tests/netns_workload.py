@@ -5,12 +5,18 @@ the tests apply to what they write.
 ``s % partitions``) for a bounded time and writes one JSON line per outcome:
 
     {"ev": "start", "t": <unix time>}
-    {"ev": "ack", "p": <partition>, "o": <offset>, "s": <seq>, "ts": <sent at>, "t": <acked at>}
-    {"ev": "err", "p": <partition>, "s": <seq>, "code": "<ErrorCode name>", "ts": ..., "t": ...}
+    {"ev": "ack", "w": <writer>, "p": <partition>, "o": <offset>, "s": <seq>,
+     "ts": <sent at>, "t": <acked at>}
+    {"ev": "err", "w": <writer>, "p": <partition>, "s": <seq>, "code": "<ErrorCode name>",
+     "ts": ..., "t": ...}
     {"ev": "done", "sent": n, "acked": n, "failed": n, "t": ...}
 
 ``consume`` reads every partition from the beginning up to its end offset (taken once the
-cluster answers) and writes ``{"p", "o", "s"}`` per record, then ``{"ev": "done", "ends"}``.
+cluster answers) and writes ``{"w", "p", "o", "s"}`` per record, then ``{"ev": "done", "ends"}``.
+Record values are ``{"w": <writer>, "s": <seq>}`` JSON, so several producers can share a topic.
+
+``create`` makes a topic and ``describe`` prints its partitions (leader, epoch, replicas,
+ISR) as one JSON object; both print ``{"error": <code name>, "message": ...}`` on failure.
 
 Both stop by themselves: ``produce`` after ``--duration`` seconds (or on SIGTERM), ``consume``
 when every partition is read or ``--timeout`` passes (exit status 3).
@@ -67,11 +73,12 @@ async def _produce(a: argparse.Namespace, out: IO[str]) -> int:
         try:
             md = await fut
             counts["acked"] += 1
-            _write(out, ev="ack", p=md.partition, o=md.offset, s=seq, ts=sent,
+            _write(out, ev="ack", w=a.writer, p=md.partition, o=md.offset, s=seq, ts=sent,
                    t=time.time())
         except MoldauError as e:
             counts["failed"] += 1
-            _write(out, ev="err", p=p, s=seq, code=e.code.name, ts=sent, t=time.time())
+            _write(out, ev="err", w=a.writer, p=p, s=seq, code=e.code.name, ts=sent,
+                   t=time.time())
         finally:
             window.release()
 
@@ -82,14 +89,15 @@ async def _produce(a: argparse.Namespace, out: IO[str]) -> int:
     while not stop.is_set() and time.monotonic() < deadline:
         await window.acquire()
         p = seq % a.partitions
-        value = json.dumps({"s": seq}).encode()
+        value = json.dumps({"w": a.writer, "s": seq}).encode()
         sent = time.time()
         try:
             fut = await producer.send(a.topic, value, partition=p)
         except MoldauError as e:
             window.release()
             counts["failed"] += 1
-            _write(out, ev="err", p=p, s=seq, code=e.code.name, ts=sent, t=time.time())
+            _write(out, ev="err", w=a.writer, p=p, s=seq, code=e.code.name, ts=sent,
+                   t=time.time())
         else:
             t = loop.create_task(track(seq, p, sent, fut))
             pending.add(t)
@@ -146,13 +154,43 @@ async def _consume(a: argparse.Namespace, out: IO[str]) -> int:
                 await asyncio.sleep(0.2)
                 continue
             for r in records:
-                s = json.loads(r.value)["s"] if r.value is not None else None
-                _write(out, p=r.partition, o=r.offset, s=s)
+                v = json.loads(r.value) if r.value is not None else {}
+                _write(out, w=v.get("w", ""), p=r.partition, o=r.offset, s=v.get("s"))
                 if r.offset + 1 >= ends[r.partition]:
                     left.discard(r.partition)
         _write(out, ev="done", ends={str(p): e for p, e in ends.items()})
     finally:
         await consumer.stop()
+    return 0
+
+
+async def _create(a: argparse.Namespace) -> int:
+    from moldau.clients import Admin, MoldauError, NewTopic
+
+    configs = dict(kv.split("=", 1) for kv in a.config)
+    async with Admin(a.bootstrap, request_timeout_ms=10000) as admin:
+        try:
+            await admin.create_topics([NewTopic(a.topic, a.partitions, a.replication_factor,
+                                                configs)])
+        except MoldauError as e:
+            print(json.dumps({"error": e.code.name, "message": str(e)}))
+            return 1
+    print(json.dumps({"created": a.topic}))
+    return 0
+
+
+async def _describe(a: argparse.Namespace) -> int:
+    from moldau.clients import Admin, MoldauError
+
+    async with Admin(a.bootstrap, request_timeout_ms=a.request_timeout_ms) as admin:
+        try:
+            (t,) = await admin.describe_topics([a.topic])
+        except MoldauError as e:
+            print(json.dumps({"error": e.code.name, "message": str(e)}))
+            return 1
+    print(json.dumps({str(p.partition): {"leader": p.leader, "epoch": p.leader_epoch,
+                                         "replicas": list(p.replicas), "isr": list(p.isr)}
+                      for p in t.partitions}))
     return 0
 
 
@@ -175,13 +213,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     pr.add_argument("--grace", type=float, default=15.0,
                     help="seconds to wait for outstanding records after the duration")
     pr.add_argument("--idempotence", action=argparse.BooleanOptionalAction, default=False)
+    pr.add_argument("--writer", default="", help="a name put in every value (several writers)")
     co = sub.add_parser("consume")
     co.add_argument("--bootstrap", required=True)
     co.add_argument("--topic", required=True)
     co.add_argument("--partitions", type=int, required=True)
     co.add_argument("--out", required=True)
     co.add_argument("--timeout", type=float, default=30.0)
+    cr = sub.add_parser("create")
+    cr.add_argument("--bootstrap", required=True)
+    cr.add_argument("--topic", required=True)
+    cr.add_argument("--partitions", type=int, required=True)
+    cr.add_argument("--replication-factor", type=int, required=True)
+    cr.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
+    de = sub.add_parser("describe")
+    de.add_argument("--bootstrap", required=True)
+    de.add_argument("--topic", required=True)
+    de.add_argument("--request-timeout-ms", type=int, default=3000)
     a = ap.parse_args(argv)
+    if a.cmd == "create":
+        return asyncio.run(_create(a))
+    if a.cmd == "describe":
+        return asyncio.run(_describe(a))
     with open(a.out, "w", buffering=1) as out:  # line-buffered: the test reads it live
         return asyncio.run(_produce(a, out) if a.cmd == "produce" else _consume(a, out))
 
@@ -230,35 +283,35 @@ class Verdict:
 
 def verify(produced: list[dict[str, Any]], consumed: list[dict[str, Any]]) -> Verdict:
     """Every acknowledged record must be read back exactly once, at the offset it was
-    acknowledged with, and each partition must hold its sequence numbers in increasing
-    order (first occurrences; a duplicate is a re-send of something already there)."""
+    acknowledged with, and each partition must hold each writer's sequence numbers in
+    increasing order (first occurrences; a duplicate is a re-send of one already there)."""
     v = Verdict()
-    acked = {(e["p"], e["s"]): e["o"] for e in produced if e.get("ev") == "ack"}
+    acked = {(e.get("w", ""), e["p"], e["s"]): e["o"] for e in produced if e.get("ev") == "ack"}
     v.acked = len(acked)
-    seen: dict[tuple[int, int], int] = {}
-    last: dict[int, int] = {}
-    at_offset: dict[tuple[int, int], int] = {}
+    seen: set[tuple[str, int, int]] = set()
+    last: dict[tuple[str, int], int] = {}
+    at_offset: dict[tuple[int, int], tuple[str, int]] = {}
     for r in consumed:
         if "ev" in r:
             continue
         v.consumed += 1
-        key = (r["p"], r["s"])
-        at_offset[(r["p"], r["o"])] = r["s"]
-        if key in seen:
-            v.duplicates.append(key)
+        w, p, s = r.get("w", ""), r["p"], r["s"]
+        at_offset[(p, r["o"])] = (w, s)
+        if (w, p, s) in seen:
+            v.duplicates.append((p, s))
             continue
-        seen[key] = r["o"]
-        prev = last.get(r["p"], -1)
-        if r["s"] <= prev:
-            v.out_of_order.append((r["p"], r["s"], prev))
-        last[r["p"]] = max(prev, r["s"])
-        if key not in acked:
+        seen.add((w, p, s))
+        prev = last.get((w, p), -1)
+        if s <= prev:
+            v.out_of_order.append((p, s, prev))
+        last[(w, p)] = max(prev, s)
+        if (w, p, s) not in acked:
             v.unacked_present += 1
-    for (p, s), o in sorted(acked.items()):
-        if (p, s) not in seen:
+    for (w, p, s), o in sorted(acked.items()):
+        if (w, p, s) not in seen:
             v.lost.append((p, s))
-        elif at_offset.get((p, o)) != s:
-            v.offset_mismatch.append((p, o, s, at_offset.get((p, o), -1)))
+        elif at_offset.get((p, o)) != (w, s):
+            v.offset_mismatch.append((p, o, s, at_offset.get((p, o), ("", -1))[1]))
     return v
 
 
