@@ -15,6 +15,8 @@ namespace and its interfaces alive without a name) removes every veth and the br
 ``Host.cut()`` detaches the host's port from the bridge: the host's link stays up and its
 processes keep running, but every frame to or from it is silently dropped, as when a switch
 port fails. ``heal()`` attaches it again; TCP connections that have not timed out resume.
+``Network.partition(groups...)`` puts each group of hosts on a bridge of its own (a split
+brain); ``Network.heal()`` joins everything again.
 
 Names are unique per run (``make_network`` uses ``<base><pid>x<counter>``), and
 ``sweep(base)`` removes the namespaces of earlier runs whose process is gone. ``cleanup()`` is
@@ -296,6 +298,7 @@ class Network:
         self.daemons: list[DaemonProcess] = []
         self.popens: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
         self._created: list[str] = []
+        self._bridges: list[str] = []  # extra bridges made by partition()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -364,6 +367,32 @@ class Network:
         with _live_lock:
             if self in _live:
                 _live.remove(self)
+
+    def partition(self, *groups: Sequence[Host]) -> None:
+        """Split the network: each group can reach only its own members. The first group
+        (with any host not named) stays on the main bridge, each other group gets a bridge
+        of its own. ``heal()`` joins everything again."""
+        for i, group in enumerate(groups[1:], start=1):
+            bridge = f"br{i}"
+            if bridge not in self._bridges:
+                ip("-n", self.switch, "link", "add", bridge, "type", "bridge")
+                ip("-n", self.switch, "link", "set", bridge, "type", "bridge",
+                   "forward_delay", "0")
+                ip("-n", self.switch, "link", "set", bridge, "up")
+                self._bridges.append(bridge)
+            for h in group:
+                ip("-n", self.switch, "link", "set", h.port_name, "master", bridge)
+                h.is_cut = False
+        for h in groups[0] if groups else ():
+            h.heal()
+
+    def heal(self) -> None:
+        """Undo every cut and partition: all hosts on the main bridge again."""
+        for h in self.hosts:
+            h.heal()
+        for bridge in self._bridges:
+            ip("-n", self.switch, "link", "del", bridge)
+        self._bridges.clear()
 
     def remaining(self) -> list[str]:
         """Namespaces of this network that still exist (empty after ``cleanup``)."""

@@ -144,6 +144,21 @@ print("resumed", flush=True)
     wait_for(lambda: echo_once(h2, h3.address), 5, "h2 -> h3 after heal")
 
 
+def test_a_partition_splits_the_hosts_into_groups_until_healed(hosts: Network) -> None:
+    h1, h2, h3, h4 = hosts.hosts
+    for h in hosts.hosts:
+        echo_server(h)
+    hosts.partition([h1, h2], [h3, h4])
+    for a, b in ((h1, h2), (h2, h1), (h3, h4), (h4, h3)):
+        assert echo_once(a, b.address), f"{a} cannot reach {b} in its own group"
+    for a, b in ((h1, h3), (h2, h4), (h3, h1), (h4, h2)):
+        assert not echo_once(a, b.address, timeout=0.5), f"{a} reaches {b} across the split"
+    hosts.heal()
+    for a in hosts.hosts:
+        for b in hosts.hosts:
+            wait_for(lambda a=a, b=b: echo_once(a, b.address), 5, f"{a} -> {b} after heal")
+
+
 def test_a_stopped_process_answers_only_once_continued(hosts: Network) -> None:
     h1, h2 = hosts.hosts[:2]
     server = echo_server(h2)
