@@ -37,6 +37,8 @@ BROKER_OVERRIDES = {
     "zookeeper.session.timeout.ms": "3000",
     # a follower that stopped fetching leaves the ISR within 3 s
     "replica.lag.time.max.ms": "3000",
+    # a fetch to a leader that went silent gives up after 5 s, not 30
+    "replica.socket.timeout.ms": "5000",
     "min.insync.replicas": "2",
     "default.replication.factor": "3",
     "unclean.leader.election.enable": "false",
