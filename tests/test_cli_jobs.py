@@ -254,3 +254,59 @@ def test_cancel(procs: Processes, tmp_path: Path) -> None:
                           "cannot reach the JobManager")
     assert_one_line_error(moldau("list", "-m", f"127.0.0.1:{port}"),
                           "cannot reach the JobManager")
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+E2E_JOB = """\
+from moldau.clients.stream import StreamExecutionEnvironment
+
+env = StreamExecutionEnvironment.get_execution_environment()
+env.from_collection(["alpha", "beta", "gamma"]).map(lambda s: "e2e " + s.upper()).print()
+env.execute("e2e print")
+"""
+
+
+def _get(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(120)
+def test_end_to_end_on_a_real_jobmanager_and_taskmanager(procs: Processes,
+                                                         tmp_path: Path) -> None:
+    import re
+    from urllib.parse import quote
+
+    jm = procs.spawn("jobmanager", [
+        sys.executable, "-m", "moldau.jobmanager", "--rpc", "127.0.0.1:0",
+        "--rest", "127.0.0.1:0", "--data-dir", str(tmp_path / "jm")])
+    m = re.search(r"rest on (\S+):(\d+)", jm.tail())
+    assert m, jm.tail()
+    rest = f"{m.group(1)}:{m.group(2)}"
+    procs.spawn("taskmanager", [
+        sys.executable, "-m", "moldau.taskmanager", "--jobmanager", jm.address,
+        "--slots", "2", "--data-dir", str(tmp_path / "tm")])
+    deadline = time.monotonic() + 20
+    while json.loads(_get(f"http://{rest}/overview"))["taskmanagers"] < 1:
+        assert time.monotonic() < deadline, "the TaskManager did not register"
+        time.sleep(0.1)
+
+    script = tmp_path / "job" / "job.py"
+    script.parent.mkdir()
+    script.write_text(E2E_JOB)
+    r = moldau("run", "-m", rest, str(script), timeout=90)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    jid = re.search(r"Job has been submitted with JobID (\S+)", r.stdout)
+    assert jid, r.stdout
+    assert f"Job with JobID {jid.group(1)} has finished." in r.stdout
+
+    r = moldau("list", "-m", rest, "-a")
+    assert f" : {jid.group(1)} : e2e print (FINISHED)" in r.stdout, r.stdout
+
+    [tm] = json.loads(_get(f"http://{rest}/taskmanagers"))["taskmanagers"]
+    out = _get(f"http://{rest}/taskmanagers/{quote(tm['id'], safe='')}/stdout").decode()
+    assert {"e2e ALPHA", "e2e BETA", "e2e GAMMA"} <= set(out.splitlines()), out
