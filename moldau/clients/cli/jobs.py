@@ -41,7 +41,7 @@ DEFAULT_REST_PORT = 8081
 MAX_ARTIFACT_FILE_BYTES = 50 * 1024 * 1024
 MAX_ARTIFACT_TOTAL_BYTES = 96 * 1024 * 1024  # under the JobManager's 100 MiB request limit
 MAX_ARTIFACT_FILES = 10_000
-SKIPPED_DIRS = frozenset({"__pycache__", "node_modules"})
+SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "venv", "site-packages"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
 TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
