@@ -50,7 +50,7 @@ class DaemonProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         start_at = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         self.popen = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env=env,
                                       start_new_session=True)
