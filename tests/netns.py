@@ -215,7 +215,7 @@ class Host:
         with open(log_path, "ab") as log:
             p = subprocess.Popen(self.command(args), stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL,
-                                 env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                                  start_new_session=True)
         self.network.popens.append((f"{self.name}-{name}", log_path, p))
         return p
