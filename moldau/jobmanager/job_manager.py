@@ -37,6 +37,8 @@ from moldau.clients.protocol.messages import (
     SubmitJobResponse,
     TmHeartbeatRequest,
     TmHeartbeatResponse,
+    UnregisterTaskManagerRequest,
+    UnregisterTaskManagerResponse,
     UpdateTaskStateRequest,
     UpdateTaskStateResponse,
 )
@@ -276,6 +278,17 @@ class JobManager:
             return UpdateTaskStateResponse(error_code=0)
         if isinstance(request, RegisterTaskManagerRequest):
             return self._register(request)
+        if isinstance(request, UnregisterTaskManagerRequest):
+            info = self.registry.get(request.tm_id)
+            if info is not None and info.instance == request.instance:
+                log.info("TaskManager %s unregistered: %s", request.tm_id,
+                         request.reason or "shutting down")
+                self.heartbeats.unmonitor(request.tm_id)
+                self.registry.remove(request.tm_id)
+                self._tm_gone(request.tm_id, f"TaskManager {request.tm_id} shut down"
+                              + (f": {request.reason}" if request.reason else ""))
+                self.scheduler.try_schedule()
+            return UnregisterTaskManagerResponse(error_code=0)
         if isinstance(request, SubmitJobRequest):
             try:
                 jid = await self.submit_job(

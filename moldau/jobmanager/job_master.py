@@ -165,6 +165,12 @@ class JobMaster:
         if target is _S.FAILED:
             ev.failure = error or "the task failed (no details were reported)"
             self._task_failed(ev)
+        elif target is _S.CANCELED and self.eg.status is _J.RUNNING:
+            # nobody asked: its TaskManager canceled it (shutting down, a restarted
+            # JobManager), and the job can't go on without it
+            tm = ev.slot.tm_id if ev.slot is not None else "?"
+            ev.failure = f"{self.eg.task_name(ev)} was canceled by TaskManager {tm}"
+            self.fail(ev.failure, task=ev, tm_id=tm)
         self._check_done()
 
     def _task_failed(self, ev: ExecutionVertex) -> None:

@@ -223,7 +223,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvloop
 
-    uvloop.run(amain())
+    # a development aid: MOLDAU_SLOT_PROFILE=PREFIX writes a cProfile of each slot process
+    # to PREFIX.<slot>.<pid>
+    profile_prefix = os.environ.get("MOLDAU_SLOT_PROFILE")
+    if profile_prefix:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    try:
+        uvloop.run(amain())
+    finally:
+        if profile_prefix:
+            prof.disable()
+            prof.dump_stats(f"{profile_prefix}.{args.index}.{os.getpid()}")
     sys.stdout.flush()
     return 0
 

@@ -37,6 +37,7 @@ from moldau.clients.protocol.messages import (
     SubmitTasksResponse,
     TmHeartbeatRequest,
     TmHeartbeatResponse,
+    UnregisterTaskManagerRequest,
     UpdateTaskStateRequest,
 )
 from moldau.clients.rpc import Connection, RpcServer, ServerConnection
@@ -130,6 +131,16 @@ class TaskExecutor:
         self._stopping = True
         log.info("taskmanager %s shutting down", self.tm_id)
         self.rpc.stop_accepting()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        if self.jm is not None and self.registered.is_set():
+            # tell the JobManager now rather than let it wait for the heartbeat timeout
+            with contextlib.suppress(OSError, MoldauError, TimeoutError):
+                await self.jm.request(UnregisterTaskManagerRequest(
+                    tm_id=self.tm_id, instance=self.instance, reason="shutting down"),
+                    timeout=2.0)
         self.slot_table.cancel_all()
         await self.slot_table.stop(grace=5.0)
         log.info("slot processes stopped")

@@ -60,6 +60,7 @@ class Api(IntEnum):
     SUBMIT_TASKS = 303
     CANCEL_TASKS = 304
     READ_TM_LOG = 305
+    UNREGISTER_TASK_MANAGER = 306
     SUBMIT_JOB = 310
     CANCEL_JOB = 311
     JOB_QUERY = 312
@@ -732,7 +733,26 @@ class JobQueryResponse(Message):
     result: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class UnregisterTaskManagerRequest(Message):
+    """TaskManager -> JobManager when it shuts down: its slots and tasks are gone now,
+    not only after the heartbeat timeout."""
+
+    API: ClassVar[Api] = Api.UNREGISTER_TASK_MANAGER
+    tm_id: str
+    instance: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnregisterTaskManagerResponse(Message):
+    API: ClassVar[Api] = Api.UNREGISTER_TASK_MANAGER
+    error_code: int
+
+
 SCHEMAS.update({
+    Api.UNREGISTER_TASK_MANAGER: (UnregisterTaskManagerRequest, UnregisterTaskManagerResponse,
+                                  0, 0),
     Api.REGISTER_TASK_MANAGER: (RegisterTaskManagerRequest, RegisterTaskManagerResponse, 0, 0),
     Api.TM_HEARTBEAT: (TmHeartbeatRequest, TmHeartbeatResponse, 0, 0),
     Api.UPDATE_TASK_STATE: (UpdateTaskStateRequest, UpdateTaskStateResponse, 0, 0),
@@ -746,7 +766,8 @@ SCHEMAS.update({
 
 # what a JobManager serves, and what a TaskManager serves
 JOBMANAGER_APIS = frozenset({Api.REGISTER_TASK_MANAGER, Api.TM_HEARTBEAT, Api.UPDATE_TASK_STATE,
-                             Api.SUBMIT_JOB, Api.CANCEL_JOB, Api.JOB_QUERY})
+                             Api.SUBMIT_JOB, Api.CANCEL_JOB, Api.JOB_QUERY,
+                             Api.UNREGISTER_TASK_MANAGER})
 TASKMANAGER_APIS = frozenset({Api.SUBMIT_TASKS, Api.CANCEL_TASKS, Api.READ_TM_LOG})
 
 

@@ -29,6 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from moldau.clients.consumer import Consumer
@@ -48,12 +51,22 @@ from moldau.clients.stream.connectors import (
     KafkaOffsetsInitializer,
     KafkaSink,
     KafkaSource,
+    SimpleStringSchema,
 )
 from moldau.clients.stream.operators import Batch
 
 __all__ = ["KafkaSinkWriter", "KafkaSourceReader"]
 
 TP = tuple[str, int]
+# Record fields by position (a NamedTuple: indexing beats attribute access per record)
+_TOPIC_PARTITION = itemgetter(0, 1)
+_OFFSET = 2
+_TIMESTAMP = 3
+_VALUE = 5
+# a keyless run at least this long goes to the producer as one batch
+_BULK_MIN = 16
+_BULK_MAX_RECORDS = 500
+_BULK_MAX_BYTES = 256 << 10
 
 
 def _prop_int(props: dict[str, str], key: str, default: int) -> int:
@@ -77,6 +90,8 @@ class KafkaSourceReader(SourceReader):
                          if restored is not None else None)
         deser = source.deserializer
         self.deserialize = getattr(deser, "deserialize", deser)
+        # the common case without a call per record
+        self.charset = deser.charset if type(deser) is SimpleStringSchema else None
         self.consumer: Consumer | None = None
         self.splits: list[TP] = []
         self.positions: dict[TP, int] = {}
@@ -147,8 +162,8 @@ class KafkaSourceReader(SourceReader):
     async def _offsets(self, c: Consumer, init: KafkaOffsetsInitializer, default: str
                        ) -> dict[TP, int]:
         tps = list(self.splits)
-        begin = await c.beginning_offsets(tps)
-        end = await c.end_offsets(tps)
+        begin: dict[Any, int] = dict(await c.beginning_offsets(tps))
+        end: dict[Any, int] = dict(await c.end_offsets(tps))
         kind = init.kind
         if kind == "committed":  # no consumer groups yet: the reset strategy decides
             kind = "latest" if init.value == "latest" else "earliest"
@@ -157,9 +172,9 @@ class KafkaSourceReader(SourceReader):
         if kind == "latest":
             return {tp: end[tp] for tp in tps}
         if kind == "timestamp":
-            found = await c.offsets_for_times({tp: int(init.value) for tp in tps})
-            return {tp: (found[tp][0] if found.get(tp) else end[tp])  # type: ignore[index]
-                    for tp in tps}
+            found: dict[Any, Any] = dict(
+                await c.offsets_for_times({tp: int(init.value) for tp in tps}))
+            return {tp: (found[tp][0] if found.get(tp) else end[tp]) for tp in tps}
         if kind == "offsets":
             given = {(str(k[0]), int(k[1])): int(v) for k, v in dict(init.value).items()}
             fallback = begin if default == "earliest" else end
@@ -189,36 +204,32 @@ class KafkaSourceReader(SourceReader):
         if not records:
             return []
         out: list[Any] = []
-        deser = self.deserialize
         stops = self.stops
-        positions = self.positions
-        cur: TP | None = None
-        values: list[Any] = []
-        tss: list[int | None] = []
-        stop = -1
-        for r in records:
-            tp = (r.topic, r.partition)
-            if tp != cur:
-                if values:
-                    out.append(Batch(values, tss, cur))
-                    values, tss = [], []
-                cur = tp
-                stop = stops.get(tp, -1) if bounded else -1
-            if stop >= 0 and r.offset >= stop:
-                if tp not in self.finished:
+        for tp, group in groupby(records, _TOPIC_PARTITION):
+            run: list[Any] = list(group)
+            if bounded:
+                stop = stops[tp]
+                if run[-1][_OFFSET] >= stop - 1:
+                    run = [r for r in run if r[_OFFSET] < stop]
                     self._finish(tp)
-                continue
-            v = r.value
-            values.append(deser(v) if v is not None else None)
-            tss.append(r.timestamp)
-            positions[tp] = r.offset + 1
-            if stop >= 0 and r.offset + 1 >= stop:
-                self._finish(tp)
-        if values:
-            out.append(Batch(values, tss, cur))
+                if not run:
+                    continue
+            out.append(Batch(self._values([r[_VALUE] for r in run]),
+                             [r[_TIMESTAMP] for r in run], tp))
+            self.positions[tp] = run[-1][_OFFSET] + 1
         if bounded and len(self.finished) == len(self.splits):
             out.append(END_OF_INPUT)
         return out
+
+    def _values(self, raw: list[bytes | None]) -> list[Any]:
+        cs = self.charset
+        if cs is not None:
+            try:
+                return [v.decode(cs) for v in raw]  # type: ignore[union-attr]
+            except AttributeError:  # a tombstone (None value) among them
+                pass
+        deser = self.deserialize
+        return [deser(v) if v is not None else None for v in raw]
 
     async def stop_async(self) -> None:
         c, self.consumer = self.consumer, None
@@ -236,32 +247,47 @@ class KafkaSourceReader(SourceReader):
 
 
 class KafkaSinkWriter(SinkWriter):
-    """Sends elements as records (see the module docstring)."""
+    """Sends elements as records (see the module docstring).
+
+    Runs of at least 16 keyless records of one topic with one timestamp go to the
+    producer as one batch (``enqueue_batch``: one call and one future per batch); the
+    rest record by record. Delivery results are checked as they complete, oldest first,
+    and all at a flush."""
 
     def __init__(self, sink: KafkaSink) -> None:
         self.sink = sink
-        self.serialize = sink.record_serializer.serialize
+        rs = sink.record_serializer
+        self.topic = rs.topic if rs.topic_selector is None else None
+        self.topic_selector = rs.topic_selector
+        vs = rs.value_schema
+        self.value_ser = getattr(vs, "serialize", vs)
+        self.value_charset = vs.charset if type(vs) is SimpleStringSchema else None
+        ks = rs.key_schema
+        self.key_ser = getattr(ks, "serialize", ks) if ks is not None else None
         self.producer: Producer | None = None
-        self.queue: list[tuple[str, bytes | None, bytes, int | None]] = []
+        # per written batch: (topic or None, topics or None, keys or None, values, stamps)
+        self.queue: list[tuple[str | None, list[str] | None, list[Any] | None, list[bytes],
+                               list[int | None] | None]] = []
         self.flush_requested = False
-        self.error: BaseException | None = None
+        self.inflight: deque[asyncio.Future[Any]] = deque()
 
     @property
     def pending(self) -> bool:
-        return bool(self.queue) or self.flush_requested or self.error is not None
+        return bool(self.queue) or self.flush_requested
 
     def write_batch(self, batch: Batch) -> None:
-        ser = self.serialize
-        q = self.queue
-        tss = batch.timestamps
-        if tss is None:
-            for v in batch.values:
-                topic, key, value = ser(v)
-                q.append((topic, key, value, None))
+        values = batch.values
+        cs = self.value_charset
+        if cs is not None:
+            data = [str(v).encode(cs) for v in values]
         else:
-            for v, ts in zip(batch.values, tss, strict=False):
-                topic, key, value = ser(v)
-                q.append((topic, key, value, ts))
+            ser = self.value_ser
+            data = [ser(v) for v in values]
+        ks = self.key_ser
+        keys = [ks(v) for v in values] if ks is not None else None
+        sel = self.topic_selector
+        topics = [sel(v) for v in values] if sel is not None else None
+        self.queue.append((self.topic, topics, keys, data, batch.timestamps))
 
     def flush(self, end_of_input: bool) -> None:
         self.flush_requested = True
@@ -277,26 +303,56 @@ class KafkaSinkWriter(SinkWriter):
         await p.start()
         self.producer = p
 
-    def _on_done(self, fut: asyncio.Future[Any]) -> None:
-        if self.error is None and not fut.cancelled() and fut.exception() is not None:
-            self.error = fut.exception()
-
     async def drain_async(self) -> None:
         p = self.producer
         if p is None:
             raise RuntimeError("the Kafka writer was not started")
         q, self.queue = self.queue, []
+        inflight = self.inflight
         send = p.send
-        on_done = self._on_done
-        for topic, key, value, ts in q:
-            fut = await send(topic, value, key, timestamp_ms=ts)
-            fut.add_done_callback(on_done)
+        for topic, topics, keys, data, tss in q:
+            n = len(data)
+            if topic is not None and keys is None:
+                # keyless records of one topic: runs of one timestamp go as batches
+                i = 0
+                while i < n:
+                    ts = tss[i] if tss is not None else None
+                    j = i + 1
+                    if tss is None:
+                        j = n
+                    else:
+                        while j < n and tss[j] == ts:
+                            j += 1
+                    if j - i < _BULK_MIN:
+                        for k in range(i, j):
+                            inflight.append(await send(topic, data[k], None, timestamp_ms=ts))
+                        i = j
+                        continue
+                    while i < j:
+                        end, size = i, 0
+                        while (end < j and end - i < _BULK_MAX_RECORDS
+                               and size < _BULK_MAX_BYTES):
+                            size += len(data[end])
+                            end += 1
+                        inflight.append(await p.enqueue_batch(topic, data[i:end],
+                                                              timestamp_ms=ts))
+                        i = end
+                continue
+            for k in range(n):
+                inflight.append(await send(
+                    topics[k] if topics is not None else topic or "", data[k],
+                    None if keys is None else keys[k],
+                    timestamp_ms=None if tss is None else tss[k]))
         if self.flush_requested:
             self.flush_requested = False
             await p.flush()
-        if self.error is not None:
-            err, self.error = self.error, None
-            raise RuntimeError(f"the Kafka sink could not deliver records: {err}") from err
+        # results, oldest first; at a flush every one is done
+        while inflight and inflight[0].done():
+            fut = inflight.popleft()
+            err = fut.exception()
+            if err is not None:
+                raise RuntimeError(f"the Kafka sink could not deliver records: {err}"
+                                   ) from err
 
     async def stop_async(self) -> None:
         p, self.producer = self.producer, None
