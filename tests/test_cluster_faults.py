@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from typing import Any
 
 import pytest
-from harness import Processes
+from harness import Processes, free_port
 from test_cluster_support import (
     JobClient,
     alive,
@@ -130,3 +131,97 @@ async def test_slow_sink_backpressures_a_fast_source(procs: Processes) -> None:
             assert after - before < 20_000, (rss1, rss2)
         assert await client.cancel(jid)
         await client.wait_state(jid, "CANCELED", timeout=30)
+
+
+class Stuck(SinkFunction):
+    """Ignores cancels: sleeps in user code."""
+
+    def invoke(self, value: Any, context: Any) -> None:
+        time.sleep(3600)
+
+
+@pytest.mark.timeout(60)
+async def test_dead_slot_process_fails_its_job_and_comes_back(procs: Processes) -> None:
+    jm = start_jobmanager(procs)
+    tm = start_taskmanager(procs, jm, "tm-1", slots=1)
+    async with JobClient(jm.address) as client:
+        e = StreamExecutionEnvironment.get_execution_environment()
+        e.add_source(Forever(), "forever").map(lambda x: x).add_sink(lambda v: None)
+        jid = await client.run(e.get_job_graph("victim").to_bytes())
+        await client.wait_running(jid)
+        [pid] = await slot_pids(client, tm_id(tm))
+        os.kill(pid, signal.SIGKILL)
+        await client.wait_state(jid, "FAILED", timeout=15)
+        root = (await client.query("job_exceptions", jid))["root-exception"]
+        assert f"slot process {pid}" in root and "killed by signal 9" in root, root
+        # a fresh process takes the slot, and jobs run on it again
+        deadline = time.monotonic() + 15
+        while True:
+            pids = await slot_pids(client, tm_id(tm))
+            if pids and pids[0] != pid:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        e = StreamExecutionEnvironment.get_execution_environment()
+        e.from_collection([1, 2, 3]).map(lambda x: x).add_sink(lambda v: None)
+        ok = await client.run(e.get_job_graph("after").to_bytes())
+        await client.wait_state(ok, "FINISHED", timeout=30)
+
+
+@pytest.mark.timeout(60)
+async def test_cancel_kills_a_slot_process_stuck_in_user_code(procs: Processes) -> None:
+    jm = start_jobmanager(procs)
+    tm = procs.spawn("tm-1", [sys.executable, "-m", "moldau.taskmanager", "--jobmanager",
+                              jm.address, "--slots", "1", "--data-dir",
+                              str(procs.root / "tm-1"), "--cancel-timeout-s", "2"])
+    async with JobClient(jm.address) as client:
+        e = StreamExecutionEnvironment.get_execution_environment()
+        e.from_collection([1, 2, 3]).add_sink(Stuck())
+        jid = await client.run(e.get_job_graph("stuck").to_bytes())
+        await client.wait_running(jid)
+        await asyncio.sleep(0.5)  # the sink is asleep in user code now
+        [pid] = await slot_pids(client, tm_id(tm))
+        t0 = time.monotonic()
+        assert await client.cancel(jid)
+        await client.wait_state(jid, "CANCELED", timeout=20)
+        assert 1.5 < time.monotonic() - t0 < 10
+        assert not alive(pid)
+
+
+@pytest.mark.timeout(60)
+async def test_taskmanager_registers_again_with_a_restarted_jobmanager(
+        procs: Processes) -> None:
+    port = free_port()
+    args = [sys.executable, "-m", "moldau.jobmanager", "--rpc", f"127.0.0.1:{port}",
+            "--rest", "127.0.0.1:0", "--data-dir", str(procs.root / "jm")]
+    jm = procs.spawn("jm", args)
+    tm = start_taskmanager(procs, jm, "tm-1", slots=1)
+    async with JobClient(jm.address) as client:
+        e = StreamExecutionEnvironment.get_execution_environment()
+        e.from_collection([1, 2, 3]).add_sink(lambda v: None)
+        done = await client.run(e.get_job_graph("before").to_bytes())
+        await client.wait_state(done, "FINISHED", timeout=30)
+        e = StreamExecutionEnvironment.get_execution_environment()
+        e.add_source(Forever(), "forever").add_sink(lambda v: None)
+        orphan = await client.run(e.get_job_graph("orphan").to_bytes())
+        await client.wait_running(orphan)
+        [old_pid] = await slot_pids(client, tm_id(tm))
+    jm.kill()
+    jm2 = procs.spawn("jm-2", args)
+    async with JobClient(jm2.address) as client:
+        deadline = time.monotonic() + 15
+        while (await client.query("overview"))["taskmanagers"] != 1:
+            assert time.monotonic() < deadline, "the TaskManager did not come back"
+            await asyncio.sleep(0.2)
+        # the new JobManager never heard of the orphan: its tasks were canceled, the slot
+        # is free for new work; finished jobs are still known (the archive)
+        assert await client.query("job_details", orphan) is None
+        assert (await client.query("job_details", done))["state"] == "FINISHED"
+        deadline = time.monotonic() + 15
+        while alive(old_pid):
+            assert time.monotonic() < deadline, "the orphan's slot process lives on"
+            await asyncio.sleep(0.2)
+        e = StreamExecutionEnvironment.get_execution_environment()
+        e.from_collection([1, 2, 3]).add_sink(lambda v: None)
+        after = await client.run(e.get_job_graph("after").to_bytes())
+        await client.wait_state(after, "FINISHED", timeout=30)
