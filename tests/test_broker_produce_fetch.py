@@ -204,7 +204,7 @@ async def test_metadata_and_api_versions(cluster: Processes) -> None:
     md = await metadata(conn)
     host, port = addr.rsplit(":", 1)
     assert md.brokers == [[1, host, int(port), None]]
-    assert md.controller_id == -1
+    assert md.controller_id == 1  # a lone broker is its own controller
     assert md.cluster_id
     (topic,) = [t for t in md.topics if t["name"] == "meta"]
     assert topic["error_code"] == 0 and not topic["internal"]

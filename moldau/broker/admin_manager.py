@@ -63,15 +63,6 @@ def _from_metadata_error(name: Any, e: MoldauError) -> dict[str, Any]:
     return _result(name, e.code, str(e))
 
 
-def check_replication_supported(replication_factor: int) -> None:
-    """The one place that refuses replicated topics until the replicated cluster (controller,
-    followers, ISR) exists."""
-    if replication_factor > 1:
-        raise AdminError(ErrorCode.INVALID_REPLICATION_FACTOR,
-                         "replication factor above 1 needs the replicated cluster "
-                         "(not built yet)")
-
-
 def _as_int(value: Any, what: str, default: int) -> int:
     if value is None:
         return default
@@ -225,7 +216,6 @@ class AdminManager:
             raise AdminError(ErrorCode.INVALID_REPLICATION_FACTOR,
                              f"Replication factor: {rf} larger than available brokers: "
                              f"{len(brokers)}.")
-        check_replication_supported(rf)
         try:
             return assign_replicas(brokers, partitions, rf)
         except AssignmentError as e:
@@ -255,7 +245,6 @@ class AdminManager:
             raise AdminError(bad, "partitions must be numbered consecutively from 0")
         if len({len(r) for r in out.values()}) != 1:
             raise AdminError(bad, "every partition needs the same number of replicas")
-        check_replication_supported(len(out[0]))
         return out
 
     async def auto_create(self, name: str) -> bool:
@@ -403,7 +392,6 @@ class AdminManager:
             raise AdminError(ErrorCode.INVALID_REPLICATION_FACTOR,
                              f"Replication factor: {rf} larger than available brokers: "
                              f"{len(brokers)}.")
-        check_replication_supported(rf)
         new = assign_replicas(brokers, count - n, rf, first_partition=n)
         if validate_only:
             return count

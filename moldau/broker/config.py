@@ -130,6 +130,8 @@ TOPIC_DEFAULT_KEYS: dict[str, str] = {
     "message.max.bytes": "max.message.bytes",
     "log.message.timestamp.type": "message.timestamp.type",
     "log.cleanup.policy": "cleanup.policy",
+    "min.insync.replicas": "min.insync.replicas",
+    "unclean.leader.election.enable": "unclean.leader.election.enable",
 }
 
 
@@ -171,6 +173,23 @@ class BrokerConfig(BaseModel):
     message_max_bytes: int | None = Field(None, alias="message.max.bytes", ge=0)
     socket_request_max_bytes: int = Field(100 * 1024 * 1024, alias="socket.request.max.bytes",
                                           ge=64)
+    # replication (Kafka's names and defaults)
+    min_insync_replicas: int = Field(1, alias="min.insync.replicas", ge=1)
+    unclean_leader_election_enable: bool = Field(False, alias="unclean.leader.election.enable")
+    replica_lag_time_max_ms: int = Field(30000, alias="replica.lag.time.max.ms", ge=1)
+    replica_fetch_wait_max_ms: int = Field(500, alias="replica.fetch.wait.max.ms", ge=0)
+    replica_fetch_min_bytes: int = Field(1, alias="replica.fetch.min.bytes", ge=0)
+    replica_fetch_max_bytes: int = Field(1024 * 1024, alias="replica.fetch.max.bytes", ge=1)
+    replica_fetch_response_max_bytes: int = Field(
+        10 * 1024 * 1024, alias="replica.fetch.response.max.bytes", ge=1)
+    replica_fetch_backoff_ms: int = Field(1000, alias="replica.fetch.backoff.ms", ge=0)
+    replica_socket_timeout_ms: int = Field(30000, alias="replica.socket.timeout.ms", ge=1)
+    replica_high_watermark_checkpoint_interval_ms: int = Field(
+        5000, alias="replica.high.watermark.checkpoint.interval.ms", ge=1)
+    auto_leader_rebalance_enable: bool = Field(True, alias="auto.leader.rebalance.enable")
+    leader_imbalance_check_interval_seconds: int = Field(
+        300, alias="leader.imbalance.check.interval.seconds", ge=1)
+    controlled_shutdown_enable: bool = Field(True, alias="controlled.shutdown.enable")
 
     @field_validator("log_flush_policy")
     @classmethod

@@ -7,27 +7,32 @@ UNKNOWN_SERVER_ERROR for that request alone.
 
 Produce appends synchronously before its first ``await`` (the rpc server starts each
 connection's requests in arrival order, so pipelined produces append in order), then waits
-for the flush. Fetch is a long poll: it parks on the partitions it reads until an append
-wakes it or ``max_wait_ms`` passes.
+for the flush and, for acks=all, for the in-sync replicas (at most the request's
+``timeout_ms``). Fetch is a long poll: it parks on the partitions it reads until an append
+or a high watermark move wakes it or ``max_wait_ms`` passes; a follower's fetch
+(``replica_id`` >= 0) reads up to the log end and tells the leader how far it got.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moldau.broker.admin_manager import AdminManager
 from moldau.broker.config import BrokerConfig
 from moldau.broker.metadata_cache import MetadataCache
 from moldau.broker.partition import Partition
-from moldau.broker.replica_manager import ReplicaManager
+from moldau.broker.producer_id_manager import ProducerIdManager
+from moldau.broker.replica_manager import Appended, ReplicaManager
 from moldau.clients.metadata.layout import INTERNAL_TOPICS, InvalidTopicName, validate_topic_name
 from moldau.clients.protocol import Api, ErrorCode, Message, MoldauError, ProtocolError
 from moldau.clients.protocol.frame import RequestHeader
 from moldau.clients.protocol.messages import (
     AlterConfigsRequest,
     AlterConfigsResponse,
+    ControlledShutdownRequest,
+    ControlledShutdownResponse,
     CreatePartitionsRequest,
     CreatePartitionsResponse,
     CreateTopicsRequest,
@@ -38,19 +43,27 @@ from moldau.clients.protocol.messages import (
     DescribeConfigsResponse,
     FetchRequest,
     FetchResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
     ListOffsetsRequest,
     ListOffsetsResponse,
     MetadataRequest,
     MetadataResponse,
+    OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
     ProduceRequest,
     ProduceResponse,
 )
 from moldau.clients.rpc import ServerConnection, api_versions_response
 
+if TYPE_CHECKING:
+    from moldau.broker.controller import Controller
+
 BROKER_APIS: frozenset[Api] = frozenset({
     Api.API_VERSIONS, Api.PRODUCE, Api.FETCH, Api.LIST_OFFSETS, Api.METADATA,
     Api.CREATE_TOPICS, Api.DELETE_TOPICS, Api.CREATE_PARTITIONS, Api.DESCRIBE_CONFIGS,
-    Api.ALTER_CONFIGS,
+    Api.ALTER_CONFIGS, Api.INIT_PRODUCER_ID, Api.OFFSET_FOR_LEADER_EPOCH,
+    Api.CONTROLLED_SHUTDOWN,
 })
 
 _UNKNOWN = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
@@ -87,11 +100,14 @@ class BrokerHandler:
     """Implements ``RequestHandler`` for the broker's APIs."""
 
     def __init__(self, config: BrokerConfig, cache: MetadataCache, replicas: ReplicaManager,
-                 admin: AdminManager) -> None:
+                 admin: AdminManager, producer_ids: ProducerIdManager | None = None,
+                 controller: Controller | None = None) -> None:
         self.config = config
         self.cache = cache
         self.replicas = replicas
         self.admin = admin
+        self.producer_ids = producer_ids
+        self.controller = controller
         self._versions = api_versions_response(BROKER_APIS)
         self._routes: dict[int, Callable[[Any], Coroutine[Any, Any, Message | None]]] = {
             Api.API_VERSIONS: self.api_versions,
@@ -104,6 +120,9 @@ class BrokerHandler:
             Api.CREATE_PARTITIONS: self.create_partitions,
             Api.DESCRIBE_CONFIGS: self.describe_configs,
             Api.ALTER_CONFIGS: self.alter_configs,
+            Api.INIT_PRODUCER_ID: self.init_producer_id,
+            Api.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
+            Api.CONTROLLED_SHUTDOWN: self.controlled_shutdown,
         }
 
     def handle(self, conn: ServerConnection, header: RequestHeader,
@@ -131,32 +150,33 @@ class BrokerHandler:
             for p in parts:
                 if type(p[1]) is not bytes:
                     raise _bad("produce: records must be bytes")
+        timeout_ms = req.timeout_ms if type(req.timeout_ms) is int else 30000
         append = self.replicas.append
         out: list[list[Any]] = []
-        appended: list[tuple[Partition, list[Any]]] = []
+        appended: list[Appended] = []
         missing: list[tuple[str, list[list[Any]], list[Any]]] = []
         # no await before every batch is appended: see the module docstring
         for topic, parts in topics:
             entries: list[Any] = []
             for p in parts:
-                part, entry = append(topic, p[0], p[1])
+                done, entry = append(topic, p[0], p[1], acks)
                 entries.append(entry)
-                if part is not None:
-                    appended.append((part, entry))
+                if done is not None:
+                    appended.append(done)
                 elif entry[1] == _UNKNOWN and topic not in self.cache.topics:
                     missing.append((topic, parts, entries))
             out.append([topic, entries])
         if missing and self.config.auto_create_topics_enable:
-            await self._produce_after_auto_create(missing, appended)
+            await self._produce_after_auto_create(missing, appended, acks)
         if acks == 0:
             return None
         if appended:
-            await self.replicas.complete_appends(acks, appended)
+            await self.replicas.complete_appends(acks, appended, timeout_ms)
         return ProduceResponse(out)
 
     async def _produce_after_auto_create(
         self, missing: list[tuple[str, list[list[Any]], list[Any]]],
-        appended: list[tuple[Partition, list[Any]]],
+        appended: list[Appended], acks: int,
     ) -> None:
         done: set[str] = set()
         for topic, parts, entries in missing:
@@ -168,10 +188,10 @@ class BrokerHandler:
             for i, p in enumerate(parts):
                 if entries[i][1] != _UNKNOWN:
                     continue
-                part, entry = self.replicas.append(topic, p[0], p[1])
+                done, entry = self.replicas.append(topic, p[0], p[1], acks)
                 entries[i] = entry
-                if part is not None:
-                    appended.append((part, entry))
+                if done is not None:
+                    appended.append(done)
 
     # ------------------------------------------------------------------ fetch
 
@@ -186,14 +206,18 @@ class BrokerHandler:
         max_bytes = _int(req.max_bytes, "max_bytes")
         replica_id = _int(req.replica_id, "replica_id")
         replicas = self.replicas
+        # at shutdown consumers get what there is at once; followers keep long-polling, so
+        # that the produces still draining can complete
+        consumer = replica_id < 0
         out, total, failed, parts = self._read_all(topics, max_bytes, replica_id)
-        if failed or total >= min_bytes or max_wait <= 0 or replicas.shutting_down:
+        if (failed or total >= min_bytes or max_wait <= 0
+                or (consumer and replicas.shutting_down)):
             return FetchResponse(out)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
         while True:
             remaining = deadline - loop.time()
-            if remaining <= 0 or replicas.shutting_down:
+            if remaining <= 0 or (consumer and replicas.shutting_down):
                 break
             await replicas.wait_for_data(parts, remaining)
             out, total, failed, parts = self._read_all(topics, max_bytes, replica_id)
@@ -315,6 +339,45 @@ class BrokerHandler:
         if type(req.resources) is not list:
             raise _bad("alter configs: resources must be a list")
         return AlterConfigsResponse(await self.admin.alter_configs(req.resources))
+
+    # ------------------------------------------------------------------ replication
+
+    async def init_producer_id(self, req: InitProducerIdRequest) -> InitProducerIdResponse:
+        if req.transactional_id is not None:
+            return InitProducerIdResponse(
+                int(ErrorCode.INVALID_REQUEST),
+                error_message="transactions are not supported: use an idempotent producer "
+                              "without a transactional id")
+        if self.producer_ids is None:
+            return InitProducerIdResponse(int(ErrorCode.COORDINATOR_NOT_AVAILABLE))
+        try:
+            pid = await self.producer_ids.next_id()
+        except MoldauError as e:
+            code = ErrorCode.COORDINATOR_NOT_AVAILABLE if e.code >= 200 else e.code
+            return InitProducerIdResponse(int(code), error_message=str(e))
+        return InitProducerIdResponse(int(ErrorCode.NONE), pid, 0)
+
+    async def offset_for_leader_epoch(self, req: OffsetForLeaderEpochRequest
+                                      ) -> OffsetForLeaderEpochResponse:
+        topics = _topic_list(req.topics, 3, "offset for leader epoch")
+        lookup = self.replicas.offset_for_leader_epoch
+        out: list[list[Any]] = []
+        for topic, parts in topics:
+            res = []
+            for p in parts:
+                if type(p[1]) is not int or type(p[2]) is not int:
+                    raise _bad("offset for leader epoch: epochs must be integers")
+                res.append(lookup(topic, p[0], p[1], p[2]))
+            out.append([topic, res])
+        return OffsetForLeaderEpochResponse(out)
+
+    async def controlled_shutdown(self, req: ControlledShutdownRequest
+                                  ) -> ControlledShutdownResponse:
+        broker_id = _int(req.broker_id, "broker_id")
+        if self.controller is None:
+            return ControlledShutdownResponse(int(ErrorCode.NOT_CONTROLLER))
+        code, remaining = await self.controller.controlled_shutdown(broker_id)
+        return ControlledShutdownResponse(code, remaining)
 
 
 def _valid_name(name: str) -> bool:

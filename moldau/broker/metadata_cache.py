@@ -23,6 +23,8 @@ class TopicMetadata:
     assignment: dict[int, tuple[int, ...]]
     # partition -> state; a partition without a state node yet has no leader
     states: dict[int, PartitionState] = field(default_factory=dict)
+    # partition -> version of its state node as read (conditional writes start from it)
+    state_versions: dict[int, int] = field(default_factory=dict)
     # this topic's overrides only (``/config/topics/<t>``), not the broker defaults
     config: dict[str, str] = field(default_factory=dict)
     # creation zxid of the topic node: tells a re-created topic from the one it replaced

@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moldau.broker.metadata_cache import MetadataCache, TopicMetadata
 from moldau.broker.replica_manager import ReplicaManager
@@ -47,6 +47,9 @@ from moldau.clients.metadata.layout import (
     topic_path,
 )
 from moldau.clients.protocol import ErrorCode, MoldauError
+
+if TYPE_CHECKING:
+    from moldau.broker.controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,10 @@ class MetadataListener:
         self._wakeup = asyncio.Event()
         self._expired = False
         self._task: asyncio.Task[None] | None = None
+        # the controller campaigns with this session (set by the server)
+        self.controller: Controller | None = None
+        # czxid of this broker's registration: tells a restart from a long pause
+        self.broker_epoch = -1
 
     @property
     def client(self) -> MetadataClient:
@@ -146,6 +153,8 @@ class MetadataListener:
     def _on_expired(self, *_: Any) -> None:
         log.warning("metadata session expired; opening a new one")
         self._expired = True
+        if self.controller is not None:
+            self.controller.session_lost()
         self._wakeup.set()
 
     def request_reload(self, key: Key) -> None:
@@ -206,6 +215,8 @@ class MetadataListener:
             try:
                 await client.create(path, self.info.encode(), ephemeral=True)
                 log.info("registered at %s as %s:%d", path, self.info.host, self.info.port)
+                stat = await client.exists(path)
+                self.broker_epoch = stat.czxid if stat is not None else -1
                 return
             except MoldauError as e:
                 if e.code != ErrorCode.NODE_EXISTS:
@@ -315,11 +326,12 @@ class MetadataListener:
             log.error("ignoring topic %s: unreadable assignment (%s)", name, e)
             return
         states: dict[int, PartitionState] = {}
+        versions: dict[int, int] = {}
 
         async def state(p: int) -> None:
-            s = await self._read_state(name, p)
-            if s is not None:
-                states[p] = s
+            found = await self._read_state(name, p)
+            if found is not None:
+                states[p], versions[p] = found
 
         config, *_ = await asyncio.gather(self._read_config(name),
                                           *(state(p) for p in assignment))
@@ -329,19 +341,21 @@ class MetadataListener:
             # deleted and created again before this broker looked: the old logs must go
             self._remove_topic(name)
             old = None
-        topic = TopicMetadata(name, dict(sorted(assignment.items())), states, config,
-                              created=stat.czxid)
+        topic = TopicMetadata(name, dict(sorted(assignment.items())), states, versions,
+                              config, created=stat.czxid)
         self.cache.topics[name] = topic
         if old is None:
             log.info("topic %s: %d partitions", name, topic.num_partitions)
         self._apply(topic)
 
-    async def _read_state(self, name: str, p: int) -> PartitionState | None:
-        data = await self._get(partition_state_path(name, p))
-        if data is None:
+    async def _read_state(self, name: str, p: int) -> tuple[PartitionState, int] | None:
+        """The partition's state and the version of its node, or None."""
+        found = await self._get_stat(partition_state_path(name, p))
+        if found is None:
             return None
+        data, stat = found
         try:
-            return PartitionState.decode(data)
+            return PartitionState.decode(data), stat.version
         except (ValueError, KeyError, TypeError) as e:
             log.error("unreadable state of %s-%d: %s", name, p, e)
             return None
@@ -360,14 +374,15 @@ class MetadataListener:
         topic = self.cache.topics.get(name)
         if topic is None or p not in topic.assignment:
             return
-        s = await self._read_state(name, p)
+        found = await self._read_state(name, p)
         topic = self.cache.topics.get(name)
         if topic is None:
             return
-        if s is None:
+        if found is None:
             topic.states.pop(p, None)
-        else:
-            topic.states[p] = s
+            topic.state_versions.pop(p, None)
+        elif found[1] >= topic.state_versions.get(p, -1):
+            topic.states[p], topic.state_versions[p] = found
         self._apply(topic)
 
     async def _reload_config(self, name: str) -> None:
@@ -448,3 +463,5 @@ class MetadataListener:
         self._dirty.clear()
         await self._load_all()
         log.info("metadata session renewed; broker %d registered again", self.broker_id)
+        if self.controller is not None:
+            self.controller.session_renewed()

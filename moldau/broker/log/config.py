@@ -51,6 +51,10 @@ class LogConfig(BaseModel):
         "CreateTime", alias="message.timestamp.type")
     cleanup_policy: str = Field("delete", alias="cleanup.policy")
     flush_policy: Literal["durable", "pagecache"] = Field("durable", alias="flush.policy")
+    # replication settings Kafka keeps among the topic configs too: the in-sync replicas an
+    # acks=all produce needs, and whether an out-of-sync replica may become leader
+    min_insync_replicas: int = Field(1, alias="min.insync.replicas", ge=1)
+    unclean_leader_election_enable: bool = Field(False, alias="unclean.leader.election.enable")
 
     @field_validator("cleanup_policy")
     @classmethod
@@ -64,6 +68,13 @@ class LogConfig(BaseModel):
     @classmethod
     def _policy(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("unclean_leader_election_enable", mode="before")
+    @classmethod
+    def _bool(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+            return v.strip().lower() == "true"
+        return v
 
     @field_validator("message_timestamp_type", mode="before")
     @classmethod
@@ -128,7 +139,8 @@ class LogConfig(BaseModel):
 
     def to_mapping(self) -> dict[str, str]:
         """Every key that has a value, as strings (None values are left out)."""
-        return {k: str(v) for k, v in self.model_dump(by_alias=True).items() if v is not None}
+        return {k: str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in self.model_dump(by_alias=True).items() if v is not None}
 
 
 KNOWN_KEYS: frozenset[str] = frozenset(

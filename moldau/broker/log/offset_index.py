@@ -136,6 +136,16 @@ class OffsetIndex:
             return self.base_offset, 0
         return self.base_offset + self._offsets[i], self._positions[i]
 
+    def lookup_position(self, position: int) -> tuple[int, int]:
+        """The entry with the largest position <= ``position``; ``(base_offset, 0)`` if
+        none (where to start scanning the batches from a byte position on)."""
+        if not self._positions:
+            return self.base_offset, 0
+        i = bisect_right(self._positions, max(position, 0)) - 1
+        if i < 0:
+            return self.base_offset, 0
+        return self.base_offset + self._offsets[i], self._positions[i]
+
     def can_append(self, offset: int, position: int) -> bool:
         rel = offset - self.base_offset
         if rel < 0 or rel > MAX_RELATIVE or position > MAX_RELATIVE:

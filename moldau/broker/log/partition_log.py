@@ -646,6 +646,20 @@ class PartitionLog:
                                errno.EIO) from e
         return b""
 
+    def tail_start_offset(self, max_bytes: int) -> int:
+        """An offset from which at least ``max_bytes`` of the log (or all of it) remain to
+        the end: where a scan of the recent batches starts (replication rebuilds producer
+        state from it). The sparse index makes the tail up to one index interval longer."""
+        self._check_open()
+        remaining = max_bytes
+        for seg in reversed(self._segments):
+            if seg.size <= remaining:
+                remaining -= seg.size
+                continue
+            offset, _ = seg.index.lookup_position(seg.size - remaining)
+            return max(offset, self._log_start_offset)
+        return self._log_start_offset
+
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """ListOffsets by time: ``(offset, timestamp)`` of the first record whose timestamp
         is >= ``timestamp``, or None. ``EARLIEST_TIMESTAMP`` (-2) gives

@@ -10,9 +10,17 @@ Kafka's ZooKeeper layout, JSON-encoded data::
                                                           "controller_epoch", "version"}
     /config/topics/<topic>                    persistent {"version": 1, "config": {k: v}}
     /admin/delete_topics/<topic>              persistent (marks a deletion in progress)
-    /controller                               ephemeral  {"brokerid", "timestamp"}
+    /controller                               ephemeral  {"brokerid", "timestamp", "version"}
     /controller_epoch                         persistent "<int>"
     /cluster/id                               persistent {"id"}
+    /latest_producer_id_block                 persistent {"version", "broker", "block_start",
+                                                          "block_end"}
+
+Fencing: the controller bumps ``/controller_epoch`` when it takes over and makes every later
+write a multi-op that checks that node's version, so a controller that lost its node (a
+zombie) cannot overwrite a newer one's decisions. Partition state nodes are written only
+with the version last read (by the controller, or by the leader changing its ISR), so a
+decision based on a stale read fails with BAD_VERSION instead of landing.
 
 Whoever creates a topic (a broker serving CreateTopics, or ``moldau topics --zookeeper``)
 writes the topic node, its config node and each partition's state in one multi-op, so a
@@ -35,6 +43,7 @@ DELETE_TOPICS = "/admin/delete_topics"
 CONTROLLER = "/controller"
 CONTROLLER_EPOCH = "/controller_epoch"
 CLUSTER_ID = "/cluster/id"
+LATEST_PRODUCER_ID_BLOCK = "/latest_producer_id_block"
 
 # created by the first broker (or tool) that finds them missing
 PERSISTENT_ROOTS = ("/brokers", BROKER_IDS, TOPICS, "/config", CONFIG_TOPICS, "/admin",
@@ -152,6 +161,47 @@ def encode_topic_config(config: Mapping[str, str]) -> bytes:
 def decode_topic_config(data: bytes) -> dict[str, str]:
     d = _loads(data)
     return {k: str(v) for k, v in (d or {}).get("config", {}).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerInfo:
+    broker_id: int
+    timestamp: int = 0
+
+    def encode(self) -> bytes:
+        return _dumps({"brokerid": self.broker_id, "timestamp": str(self.timestamp),
+                       "version": 1})
+
+    @classmethod
+    def decode(cls, data: bytes) -> ControllerInfo:
+        d = _loads(data)
+        return cls(int(d["brokerid"]), int(d.get("timestamp", 0)))
+
+
+def encode_controller_epoch(epoch: int) -> bytes:
+    return str(int(epoch)).encode()
+
+
+def decode_controller_epoch(data: bytes) -> int:
+    return int(data.decode().strip() or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerIdBlock:
+    """Producer ids ``block_start..block_end`` (inclusive), claimed by ``broker``."""
+
+    broker: int
+    block_start: int
+    block_end: int
+
+    def encode(self) -> bytes:
+        return _dumps({"version": 1, "broker": self.broker,
+                       "block_start": str(self.block_start), "block_end": str(self.block_end)})
+
+    @classmethod
+    def decode(cls, data: bytes) -> ProducerIdBlock:
+        d = _loads(data)
+        return cls(int(d["broker"]), int(d["block_start"]), int(d["block_end"]))
 
 
 class AssignmentError(ValueError):
