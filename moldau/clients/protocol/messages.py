@@ -68,6 +68,16 @@ class Api(IntEnum):
     # ControlledShutdown 7)
     OFFSET_FOR_LEADER_EPOCH = 170
     CONTROLLED_SHUTDOWN = 171
+    # the metadata quorum (Raft) between metadata nodes, on their peer port; one-way except
+    # MD_FORWARD
+    RAFT_VOTE = 150
+    RAFT_VOTE_RESULT = 151
+    RAFT_APPEND_ENTRIES = 152
+    RAFT_APPEND_RESULT = 153
+    RAFT_INSTALL_SNAPSHOT = 154
+    RAFT_READ_INDEX = 155
+    RAFT_READ_INDEX_RESULT = 156
+    MD_FORWARD = 157
 
 
 class Message:
@@ -845,3 +855,136 @@ SCHEMAS.update({
     Api.OFFSET_FOR_LEADER_EPOCH: (OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, 0, 0),
     Api.CONTROLLED_SHUTDOWN: (ControlledShutdownRequest, ControlledShutdownResponse, 0, 0),
 })
+
+
+# ---------------------------------------------------------------- metadata quorum (Raft)
+#
+# Between metadata nodes, on their peer port. Every Raft message is one-way (sent without
+# waiting, never answered: its answer is another one-way message back on the answering
+# node's own connection), so each lists itself as its response class. ``src``/``dst`` are
+# node ids. Appended after METADATA_APIS on purpose: clients never reach these.
+
+
+@dataclass(frozen=True, slots=True)
+class RaftVoteRequest(Message):
+    """RequestVote; ``pre_vote`` only asks whether the candidate could win ``term``."""
+
+    API: ClassVar[Api] = Api.RAFT_VOTE
+    src: int
+    dst: int
+    term: int
+    last_index: int
+    last_term: int
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RaftVoteResult(Message):
+    API: ClassVar[Api] = Api.RAFT_VOTE_RESULT
+    src: int
+    dst: int
+    term: int
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RaftAppendEntriesRequest(Message):
+    """``entries``: ``[[index, term, payload], ...]`` (payload: an encoded metadata
+    transaction); also the heartbeat. ``read_seq`` numbers ReadIndex rounds."""
+
+    API: ClassVar[Api] = Api.RAFT_APPEND_ENTRIES
+    src: int
+    dst: int
+    term: int
+    prev_index: int
+    prev_term: int
+    entries: list[list[Any]]
+    commit: int
+    read_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RaftAppendResult(Message):
+    """``success``: the log matches the leader's up to ``index``; else ``index`` is a hint
+    where to retry."""
+
+    API: ClassVar[Api] = Api.RAFT_APPEND_RESULT
+    src: int
+    dst: int
+    term: int
+    success: bool
+    index: int
+    read_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RaftInstallSnapshotRequest(Message):
+    """``data``: a whole snapshot file of the state as of ``index`` (entry term
+    ``last_term``); answered by a RaftAppendResult."""
+
+    API: ClassVar[Api] = Api.RAFT_INSTALL_SNAPSHOT
+    src: int
+    dst: int
+    term: int
+    index: int
+    last_term: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RaftReadIndexRequest(Message):
+    API: ClassVar[Api] = Api.RAFT_READ_INDEX
+    src: int
+    dst: int
+    term: int
+    ctx: int
+
+
+@dataclass(frozen=True, slots=True)
+class RaftReadIndexResult(Message):
+    """``index`` -1: not the leader."""
+
+    API: ClassVar[Api] = Api.RAFT_READ_INDEX_RESULT
+    src: int
+    dst: int
+    term: int
+    ctx: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class MdForwardRequest(Message):
+    """A follower hands a client's write (``op``/``args`` of a metadata transaction, for
+    ``session``) to the leader; ``op`` "touch" with ``args`` ``{"sessions": [ids]}`` instead
+    reports sessions heard from."""
+
+    API: ClassVar[Api] = Api.MD_FORWARD
+    session: int
+    op: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MdForwardResponse(Message):
+    """``zxid`` of the committed transaction and its ``result`` map ``{"error", "path",
+    "stat", "results"}``. NOT_QUORUM_LEADER: not applied; CONNECTION_LOSS: unknown."""
+
+    API: ClassVar[Api] = Api.MD_FORWARD
+    error_code: int
+    zxid: int = 0
+    result: dict[str, Any] | None = None
+
+
+SCHEMAS.update({
+    Api.RAFT_VOTE: (RaftVoteRequest, RaftVoteRequest, 0, 0),
+    Api.RAFT_VOTE_RESULT: (RaftVoteResult, RaftVoteResult, 0, 0),
+    Api.RAFT_APPEND_ENTRIES: (RaftAppendEntriesRequest, RaftAppendEntriesRequest, 0, 0),
+    Api.RAFT_APPEND_RESULT: (RaftAppendResult, RaftAppendResult, 0, 0),
+    Api.RAFT_INSTALL_SNAPSHOT: (RaftInstallSnapshotRequest, RaftInstallSnapshotRequest, 0, 0),
+    Api.RAFT_READ_INDEX: (RaftReadIndexRequest, RaftReadIndexRequest, 0, 0),
+    Api.RAFT_READ_INDEX_RESULT: (RaftReadIndexResult, RaftReadIndexResult, 0, 0),
+    Api.MD_FORWARD: (MdForwardRequest, MdForwardResponse, 0, 0),
+})
+
+METADATA_PEER_APIS = frozenset(a for a in SCHEMAS if 150 <= a < 170)
