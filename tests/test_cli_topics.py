@@ -112,14 +112,18 @@ def test_create_errors_are_kafkas(cluster: Processes) -> None:
         assert r.returncode == 0, r.stderr
 
 
-def test_replication_above_one_is_refused_for_now(procs: Processes) -> None:
+def test_replication_up_to_the_live_brokers(procs: Processes) -> None:
     md = procs.metadata()
     procs.broker(1, md.address)
     b2 = procs.broker(2, md.address)
     for where in (["--zookeeper", md.address], ["--bootstrap-server", b2.address]):
-        r = moldau("topics", "--create", *where, "--topic", "rf2", "--partitions", "1",
+        name = f"rf2-{where[0].strip('-')}"
+        r = moldau("topics", "--create", *where, "--topic", name, "--partitions", "1",
                    "--replication-factor", "2")
-        assert_one_line_error(r, "replication factor above 1 needs the replicated cluster")
+        assert r.returncode == 0, r.stderr
+        r = moldau("topics", "--create", *where, "--topic", f"{name}-3", "--partitions", "1",
+                   "--replication-factor", "3")
+        assert_one_line_error(r, "Replication factor: 3 larger than available brokers: 2.")
 
 
 def test_alter_delete_and_under_replicated(cluster: Processes) -> None:

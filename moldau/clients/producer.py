@@ -14,6 +14,17 @@ requests per broker.
 
 Memory invariant: the bytes of records buffered or in flight stay under ``buffer_memory``;
 ``send`` waits up to ``max_block_ms`` for room, then raises ``BufferFullError``.
+
+Idempotence (``enable_idempotence``, on by default with ``acks="all"`` as in Kafka 3): the
+producer gets a producer id (InitProducerId) and stamps each batch, the first time it is
+sent, with the id and the sequence number of its first record (consecutive per partition);
+a retry resends the same bytes, so a leader that already appended the batch answers with
+the original offsets instead of appending it twice, and after a failover the new leader,
+which copied the producer state with the log, does the same. A batch that fails for good
+after a sequence was given to it leaves a gap: if the broker surely did not append it, the
+partition's sequence is wound back; if it may have (a timeout), the producer takes a new
+producer id before it sends anything else (records retried across that switch could then
+be written twice: Kafka bumps an epoch there instead).
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -31,9 +43,14 @@ from typing import Any
 from moldau.clients.cluster import ClusterClient
 from moldau.clients.partitioner import DefaultPartitioner, Partitioner, key_partition
 from moldau.clients.protocol import ErrorCode, MoldauError
-from moldau.clients.protocol.messages import ProduceRequest, ProduceResponse
+from moldau.clients.protocol.messages import (
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+    ProduceRequest,
+    ProduceResponse,
+)
 from moldau.clients.records import Compression, build_batch, encode_values
-from moldau.clients.records.batch import HEADER_SIZE
+from moldau.clients.records.batch import HEADER_SIZE, compute_crc
 from moldau.clients.types import RecordMetadata
 
 log = logging.getLogger(__name__)
@@ -43,6 +60,29 @@ _wall_ns = time.time_ns
 _tuple_new = tuple.__new__
 _delta = itemgetter(1)
 RECORD_OVERHEAD = 8  # what a record costs in a batch beyond its key, value and headers
+SEQ_MAX = 2**31 - 1
+_PRODUCER_FIELDS = struct.Struct(">qhi")  # producer id, epoch, base sequence at byte 43
+_CRC = struct.Struct(">I")
+# errors after which the broker may or may not have appended the batch
+_AMBIGUOUS = frozenset({ErrorCode.REQUEST_TIMED_OUT, ErrorCode.NETWORK_EXCEPTION,
+                        ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                        ErrorCode.KAFKA_STORAGE_ERROR, ErrorCode.UNKNOWN_SERVER_ERROR})
+
+
+def stamp_producer(data: bytes, producer_id: int, epoch: int, sequence: int) -> bytes:
+    """The batch with its producer id, epoch and base sequence set (they are inside the
+    CRC, so it is recomputed)."""
+    buf = bytearray(data)
+    _PRODUCER_FIELDS.pack_into(buf, 43, producer_id, epoch, sequence)
+    _CRC.pack_into(buf, 17, compute_crc(buf, 0, len(buf)))
+    return bytes(buf)
+
+
+def add_seq(seq: int, n: int) -> int:
+    """``seq + n`` wrapping after 2**31 - 1, as the broker counts."""
+    if seq > SEQ_MAX - n:
+        return n - (SEQ_MAX - seq) - 1
+    return seq + n
 
 
 class BufferFullError(MoldauError):
@@ -75,8 +115,8 @@ class ProducerBatch:
     """
 
     __slots__ = ("attempts", "base_ts", "bulk_future", "closed", "count", "created",
-                 "encoded", "futures", "last_error", "max_ts", "records", "retry_at", "size",
-                 "tp", "waiter")
+                 "encoded", "futures", "last_error", "max_ts", "maybe_appended", "records",
+                 "retry_at", "sequence", "size", "tp", "waiter")
 
     def __init__(self, tp: tuple[str, int], created: float) -> None:
         self.tp = tp
@@ -94,6 +134,8 @@ class ProducerBatch:
         self.retry_at = 0.0
         self.last_error: MoldauError | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.sequence = -1  # idempotence: the base sequence once stamped
+        self.maybe_appended = False  # an attempt ended without knowing whether it landed
 
     def append(self, timestamp: int, key: bytes | None, value: bytes | None,
                headers: Sequence[tuple[str, bytes]] | None, size: int,
@@ -313,6 +355,7 @@ class Producer:
         compression_type: str = "none",
         max_in_flight_requests_per_connection: int = 5,
         retries: int = 2**31 - 1,
+        enable_idempotence: bool | str | None = None,
         delivery_timeout_ms: int = 120000,
         request_timeout_ms: int = 30000,
         retry_backoff_ms: int = 100,
@@ -327,6 +370,20 @@ class Producer:
         self.acks = parse_acks(acks)
         if batch_size < 1 or buffer_memory < 1 or max_request_size < 1:
             raise ValueError("batch_size, buffer_memory and max_request_size must be positive")
+        self.idempotent = _idempotence(enable_idempotence, self.acks)
+        if self.idempotent:
+            if self.acks != -1:
+                raise ValueError("enable_idempotence needs acks='all'")
+            if retries < 1:
+                raise ValueError("enable_idempotence needs retries > 0")
+            if max_in_flight_requests_per_connection > 5:
+                raise ValueError("enable_idempotence needs "
+                                 "max_in_flight_requests_per_connection <= 5")
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self._sequences: dict[tuple[str, int], int] = {}
+        self._reset_needed = False
+        self._resetting: asyncio.Task[None] | None = None
         self._compression = Compression.parse(compression_type)
         self._acc = RecordAccumulator(batch_size, linger_ms, self._compression)
         self._max_in_flight = max(1, max_in_flight_requests_per_connection)
@@ -375,6 +432,12 @@ class Producer:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         await self._cluster.start()
+        if self.idempotent:
+            try:
+                await self._init_producer_id()
+            except BaseException:
+                await self._cluster.stop()
+                raise
         self._cluster.add_listener(self._on_metadata)
         self._on_metadata(self._cluster)
         self._create_future = self._loop.create_future
@@ -405,6 +468,10 @@ class Producer:
             t.cancel()
         if self._requests:
             await asyncio.gather(*self._requests, return_exceptions=True)
+        if self._resetting is not None:
+            self._resetting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._resetting
         for topic_wait in self._topic_waits.values():
             topic_wait.cancel()
         err = MoldauError(ErrorCode.NETWORK_EXCEPTION, "producer closed before delivery")
@@ -751,8 +818,10 @@ class Producer:
             if tp in muted:
                 continue
             if q[0].created < expired_before:
-                for b in acc.expire(tp, expired_before):
+                expired = acc.expire(tp, expired_before)
+                for b in expired:
                     self._fail_batch(b, self._expiry_error(b, now))
+                self._sequence_lost(tp, expired)
                 if tp not in acc.queues:
                     continue
             if not acc.is_ready(q, now, force):
@@ -779,6 +848,12 @@ class Producer:
                 nodes.append(tp)
         if need_metadata:
             cluster.request_update()
+        if self._reset_needed:
+            # a new producer id first; sending resumes once it is there
+            if self._resetting is None and not any(self._in_flight.values()):
+                assert self._loop is not None
+                self._resetting = self._loop.create_task(self._reset_producer_id())
+            return next_at if next_at is None else max(0.0, next_at - now) + 0.0005
         for node, tps in by_node.items():
             if self._in_flight.get(node, 0) >= self._max_in_flight:
                 continue  # a finishing request wakes the sender
@@ -802,6 +877,8 @@ class Producer:
                 if not batches:
                     break  # does not fit: the next request takes it
                 i += 1
+                if self.idempotent:
+                    self._stamp(tp, batches)
                 data = batches[0].encoded if len(batches) == 1 else b"".join(
                     b.encoded for b in batches)  # type: ignore[misc]
                 assert data is not None
@@ -873,7 +950,11 @@ class Producer:
                     continue
                 offset = part[2]
                 log_append_time = part[3] if part[3] is not None else -1
-                for b in batches:
+                # a retry the leader partly had already: each batch's own base offset
+                per_batch = part[6] if len(part) > 6 and part[6] else None
+                for i, b in enumerate(batches):
+                    if per_batch is not None and i < len(per_batch):
+                        offset = per_batch[i]
                     b.complete(offset, log_append_time)
                     offset += b.count
                     self._release(b)
@@ -885,9 +966,25 @@ class Producer:
 
     def _partition_failed(self, tp: tuple[str, int], batches: list[ProducerBatch],
                           err: MoldauError, now: float) -> None:
+        if err.code in _AMBIGUOUS:
+            for b in batches:
+                b.maybe_appended = True
+        if (self.idempotent and err.code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+                and not self._closed):
+            # the leader lost this producer's earlier batches (an unclean election): start
+            # over under a new producer id and send these again
+            log.warning("producer %d: %s on %s-%d; taking a new producer id",
+                        self.producer_id, err.message, tp[0], tp[1])
+            self._reset_needed = True
+            for b in batches:
+                b.attempts += 1
+                b.last_error = err
+            self._acc.reenqueue(tp, batches, now + self._retry_backoff)
+            return
         if not err.retriable or self._closed:
             for b in batches:
                 self._fail_batch(b, err)
+            self._sequence_lost(tp, batches)
             return
         if err.code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                         ErrorCode.LEADER_NOT_AVAILABLE, ErrorCode.NETWORK_EXCEPTION,
@@ -895,15 +992,23 @@ class Producer:
                         ErrorCode.UNKNOWN_LEADER_EPOCH, ErrorCode.KAFKA_STORAGE_ERROR):
             self._cluster.request_update()
         retry: list[ProducerBatch] = []
+        failed: list[ProducerBatch] = []
         for b in batches:
             b.attempts += 1
             b.last_error = err
             if b.attempts > self._retries:
                 self._fail_batch(b, err)
+                failed.append(b)
             elif now - b.created >= self._delivery_timeout:
                 self._fail_batch(b, self._expiry_error(b, now))
+                failed.append(b)
             else:
                 retry.append(b)
+        if failed:
+            # what follows a failed batch would leave a gap: send it again from scratch
+            for b in retry:
+                b.sequence = -1
+            self._sequence_lost(tp, failed + retry)
         if retry:
             self._acc.reenqueue(tp, retry, now + self._retry_backoff)
 
@@ -917,3 +1022,89 @@ class Producer:
     def _fail_batch(self, b: ProducerBatch, err: MoldauError) -> None:
         b.fail(err)
         self._release(b)
+
+    # ------------------------------------------------------------------ idempotence
+
+    def _stamp(self, tp: tuple[str, int], batches: list[ProducerBatch]) -> None:
+        """Give never-sent batches the partition's next sequence numbers."""
+        seqs = self._sequences
+        for b in batches:
+            if b.sequence >= 0:
+                continue
+            seq = seqs.get(tp, 0)
+            assert b.encoded is not None
+            b.encoded = stamp_producer(b.encoded, self.producer_id, self.producer_epoch, seq)
+            b.sequence = seq
+            seqs[tp] = add_seq(seq, b.count)
+
+    def _sequence_lost(self, tp: tuple[str, int], batches: list[ProducerBatch]) -> None:
+        """``batches`` of ``tp`` failed for good (or go back unsent): keep the partition's
+        sequence without a gap."""
+        if not self.idempotent:
+            return
+        stamped = [b for b in batches if b.sequence >= 0]
+        if not stamped:
+            return
+        if any(b.maybe_appended for b in stamped):
+            self._reset_needed = True
+            return
+        # the broker surely has none of them: the queued batches after them (never sent,
+        # or sent in the same failed request) take their sequences
+        self._sequences[tp] = min(b.sequence for b in stamped)
+        for b in self._acc.queues.get(tp, ()):
+            b.sequence = -1
+        for b in batches:
+            b.sequence = -1
+
+    async def _init_producer_id(self) -> None:
+        deadline = _now() + self._max_block
+        backoff = self._retry_backoff
+        while True:
+            try:
+                resp = await self._cluster.request_any(InitProducerIdRequest())
+                assert isinstance(resp, InitProducerIdResponse)
+                if resp.error_code == 0:
+                    self.producer_id = resp.producer_id
+                    self.producer_epoch = resp.producer_epoch
+                    log.debug("producer id %d", self.producer_id)
+                    return
+                err = MoldauError(resp.error_code, resp.error_message or "InitProducerId")
+            except MoldauError as e:
+                err = e
+            if not err.retriable or _now() >= deadline:
+                raise MoldauError(err.code, f"cannot get a producer id: {err.message}")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _reset_producer_id(self) -> None:
+        """Take a new producer id and restart every partition's sequence at 0."""
+        try:
+            while not self._closed:
+                try:
+                    await self._init_producer_id()
+                    break
+                except MoldauError as e:
+                    log.warning("producer: %s; retrying", e)
+                    await asyncio.sleep(self._retry_backoff)
+            self._sequences.clear()
+            for q in self._acc.queues.values():
+                for b in q:
+                    b.sequence = -1
+                    b.maybe_appended = False
+            self._reset_needed = False
+        finally:
+            self._resetting = None
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+
+def _idempotence(value: bool | str | None, acks: int) -> bool:
+    """Kafka 3's default: idempotent when acks=all unless turned off."""
+    if value is None:
+        return acks == -1
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v not in ("true", "false"):
+            raise ValueError(f"enable_idempotence must be true or false, not {value!r}")
+        return v == "true"
+    return bool(value)

@@ -20,8 +20,6 @@ from moldau.clients.cli.base import CliError, check_reachable, parse_properties,
 if TYPE_CHECKING:
     from moldau.clients.types import NewTopic, TopicDescription
 
-# The broker refuses the same; until the replicated cluster exists, one message in one place.
-REPLICATION_NOT_BUILT = "replication factor above 1 needs the replicated cluster (not built yet)"
 COMMAND_ERROR = "Error while executing topic command : "
 
 
@@ -214,15 +212,11 @@ class ZookeeperBackend:
                     f"Unknown broker(s) in the replica assignment: "
                     f"{', '.join(map(str, unknown))} (live brokers: "
                     f"{', '.join(map(str, brokers)) or 'none'}).")
-            rf = max(len(r) for r in assignment.values())
         else:
             rf = topic.replication_factor
             if rf > len(brokers):
                 raise command_error(
                     f"Replication factor: {rf} larger than available brokers: {len(brokers)}.")
-        if rf > 1:
-            raise command_error(REPLICATION_NOT_BUILT)
-        if topic.replica_assignment is None:
             try:
                 assignment = layout.assign_replicas(brokers, topic.num_partitions, rf)
             except layout.AssignmentError as e:
@@ -242,7 +236,7 @@ class ZookeeperBackend:
         from moldau.clients.metadata import layout
         from moldau.clients.protocol import ErrorCode, MoldauError
 
-        # As the brokers do until a controller exists to act on /admin/delete_topics: remove
+        # As the brokers do (their controller does not act on /admin/delete_topics): remove
         # the topic's nodes; every broker watching /brokers/topics drops its logs.
         for path, recursive in ((layout.topic_path(name), True),
                                 (layout.topic_config_path(name), False)):
