@@ -175,6 +175,11 @@ class Controller:
         self._enqueue("resign")
         self._enqueue("campaign")
 
+    def topic_changed(self, name: str) -> None:
+        """A topic's config changed (seen by this broker's listener)."""
+        if self.active:
+            self._enqueue("topic", name)
+
     def _enqueue(self, *event: Any) -> None:
         self._queue.put_nowait(event)
 

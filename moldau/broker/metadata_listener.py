@@ -392,10 +392,14 @@ class MetadataListener:
         topic = self.cache.topics.get(name)
         if topic is None:
             return
-        if config != topic.config:
+        changed = config != topic.config
+        if changed:
             log.info("topic %s: config overrides now %s", name, config)
         topic.config = config
         self._apply(topic)
+        if changed and self.controller is not None:
+            # unclean.leader.election.enable may now let an offline partition lead again
+            self.controller.topic_changed(name)
 
     def _apply(self, topic: TopicMetadata) -> None:
         try:
