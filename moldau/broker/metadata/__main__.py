@@ -18,6 +18,9 @@ async def serve(config: MetadataConfig, stop: asyncio.Event) -> None:
     server = MetadataServer(config)
     host, port = await server.start()
     log.info("serving on %s:%d, data in %s", host, port, config.data_dir)
+    if server.peer_address is not None:
+        log.info("quorum member %d of %s, peer port on %s:%d", config.id,
+                 sorted(config.peer_map()), *server.peer_address)
     print(f"moldau metadata ready on {host}:{port}", flush=True)
     await server.serve_until(stop)
 

@@ -43,8 +43,17 @@ class TxnSink(Protocol):
         """Return once everything submitted before the call has been applied."""
         ...
 
+    async def sync(self) -> None:
+        """Return once this node has applied everything committed anywhere before the call
+        (a linearizable read may follow). Raises MoldauError if that cannot be known."""
+        ...
+
     async def run(self) -> None:
         """The commit loop; runs until cancelled, raises on a fatal storage error."""
+        ...
+
+    async def close(self) -> None:
+        """Release what ``run`` does not own (connections); after ``run`` was cancelled."""
         ...
 
 
@@ -116,6 +125,13 @@ class LocalTxnSink:
                     fut.set_exception(err)
                     fut.exception()  # retrieved here: its proposer may be gone
             raise
+
+    async def sync(self) -> None:
+        # alone, this node's log is the whole truth
+        await self.barrier()
+
+    async def close(self) -> None:
+        pass
 
     async def drain(self) -> None:
         """Apply everything submitted so far (before a clean stop)."""

@@ -6,6 +6,13 @@ request acts for that session and keeps it alive. Mutations go: validate → sub
 tree, after this connection's own earlier writes are applied (a session sees its writes in
 order, as in ZooKeeper). A session that expires is closed by logging ``close_session``, which
 deletes its ephemeral nodes; its connection is then closed.
+
+In a quorum (``--peers``) the sink is Raft's (``raft_sink``): any node serves any client;
+writes go to the leader, reads are served from this node's tree (ZooKeeper's guarantees: a
+session sees its own writes and never goes back in time, even across nodes, since resuming a
+session first syncs), ``MdSync`` makes the next read linearizable. A node that has no leader
+(or, as leader, no majority) answers NOT_QUORUM_LEADER, so its clients move to another node.
+The leader alone expires sessions; followers report the sessions they hear from.
 """
 
 from __future__ import annotations
@@ -16,10 +23,19 @@ import logging
 from typing import Any
 
 from moldau.broker.metadata.config import MetadataConfig
+from moldau.broker.metadata.raft_sink import RaftTxnSink
 from moldau.broker.metadata.replication import LocalTxnSink, TxnSink
 from moldau.broker.metadata.sessions import SessionTracker
 from moldau.broker.metadata.store import MetadataStore
-from moldau.broker.metadata.tree import MAX_DATA_SIZE, ApplyResult, Txn, path_error
+from moldau.broker.metadata.tree import (
+    MAX_DATA_SIZE,
+    ApplyResult,
+    DataTree,
+    Event,
+    Txn,
+    path_error,
+    split_path,
+)
 from moldau.broker.metadata.watches import WatchManager
 from moldau.clients.protocol import ErrorCode, Message, MoldauError, RequestHeader, response_class
 from moldau.clients.protocol.messages import (
@@ -47,6 +63,7 @@ from moldau.clients.protocol.messages import (
     MdSetDataResponse,
     MdSyncRequest,
     MdSyncResponse,
+    WatchEventType,
 )
 from moldau.clients.rpc import RpcServer, ServerConnection, api_versions_response
 
@@ -93,7 +110,12 @@ class MetadataServer:
     def __init__(self, config: MetadataConfig) -> None:
         self.config = config
         self.store = MetadataStore(config.data_dir, config.snapshot_every)
-        self.sink: TxnSink = LocalTxnSink(self.store)
+        self.quorum: RaftTxnSink | None = None
+        self.sink: TxnSink
+        if config.quorum:
+            self.quorum = self.sink = RaftTxnSink(self.store, config)
+        else:
+            self.sink = LocalTxnSink(self.store)
         self.sessions = SessionTracker(config.min_session_timeout_ms,
                                        config.max_session_timeout_ms, config.tick_ms)
         self.watches = WatchManager()
@@ -101,18 +123,28 @@ class MetadataServer:
         self._bound: dict[int, ServerConnection] = {}  # session -> its current connection
         self._tasks: list[asyncio.Task[None]] = []
         self.address: tuple[str, int] = ("", 0)
+        self.peer_address: tuple[str, int] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> tuple[str, int]:
-        await self.store.start()
+        q = self.quorum
+        # in a quorum, logged entries are applied only once the leader says they committed
+        await self.store.start(replay=q is None)
         # restored sessions get a full timeout from now, so their clients can resume them
         for sid, timeout in self.store.tree.sessions.items():
             self.sessions.add(sid, timeout)
         self.sink.on_apply = self._on_apply
+        if q is not None:
+            q.on_role_change = self._on_role_change
+            q.on_install = self._on_install
+            q.on_touch = self._on_touch
+            self.peer_address = await q.start()
         loop = asyncio.get_running_loop()
+        active = (lambda: True) if q is None else (lambda: q.is_leader)
         self._tasks = [loop.create_task(self.sink.run(), name="md-commit"),
-                       loop.create_task(self.sessions.run(self._expire), name="md-sessions")]
+                       loop.create_task(self.sessions.run(self._expire, active),
+                                        name="md-sessions")]
         self.address = await self.rpc.start(self.config.host, self.config.port)
         return self.address
 
@@ -147,6 +179,7 @@ class MetadataServer:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self.sink.close()
         log.info("shutdown: flushing the txn log")
         await self.store.close()
         log.info("shutdown: done")
@@ -167,6 +200,42 @@ class MetadataServer:
             if conn is not None:
                 conn.state.pop(_SESSION, None)
                 conn.transport.close()
+
+    def _on_role_change(self, leader: bool) -> None:
+        # a new leader gives every session a full timeout, as a restarted node does; one that
+        # steps down forgets which sessions it was about to close
+        self.sessions.reset(self.store.tree.sessions)
+
+    def _on_touch(self, sids: list[int]) -> None:
+        for sid in sids:
+            self.sessions.touch(sid)
+
+    def _on_install(self, old: DataTree, new: DataTree) -> None:
+        """The tree was replaced by a leader's snapshot: fire the watches its changes
+        trigger, and follow the sessions it has."""
+        events: dict[Event, None] = {}
+        for path in old.nodes.keys() | new.nodes.keys():
+            o, n = old.nodes.get(path), new.nodes.get(path)
+            parent = split_path(path)[0]
+            if o is None or n is None:
+                events[(WatchEventType.NODE_CREATED if o is None
+                        else WatchEventType.NODE_DELETED, path)] = None
+                if path != "/":
+                    events[(WatchEventType.NODE_CHILDREN_CHANGED, parent)] = None
+                continue
+            if o.mzxid != n.mzxid:
+                events[(WatchEventType.NODE_DATA_CHANGED, path)] = None
+            if o.pzxid != n.pzxid:
+                events[(WatchEventType.NODE_CHILDREN_CHANGED, path)] = None
+        self.watches.trigger(events)
+        for sid in old.sessions.keys() - new.sessions.keys():
+            self.sessions.remove(sid)
+            conn = self._bound.pop(sid, None)
+            if conn is not None:
+                conn.state.pop(_SESSION, None)
+                conn.transport.close()
+        for sid in new.sessions.keys() - old.sessions.keys():
+            self.sessions.add(sid, new.sessions[sid])
 
     async def _expire(self, sid: int) -> None:
         try:
@@ -197,8 +266,13 @@ class MetadataServer:
         if sid is None:
             raise MoldauError(ErrorCode.INVALID_REQUEST,
                               "no session on this connection: send MdConnect first")
+        q = self.quorum
+        if q is not None and not q.has_quorum():
+            raise MoldauError(ErrorCode.NOT_QUORUM_LEADER, "this node has no quorum")
         if not self.sessions.touch(sid):
             raise MoldauError(ErrorCode.SESSION_EXPIRED, f"session {sid:#x} expired")
+        if q is not None and not q.is_leader:
+            q.touch(sid)
         return int(sid)
 
     async def _write(self, conn: ServerConnection, sid: int, op: str,
@@ -227,6 +301,17 @@ class MetadataServer:
             # answered in the body: every Md response but MdConnect's has only error_code
             # required
             return response_class(request.API)(error_code=int(e.code))  # type: ignore[call-arg]
+        try:
+            return await self._serve(conn, sid, request)
+        except MoldauError as e:
+            if e.code in (ErrorCode.NOT_QUORUM_LEADER, ErrorCode.CONNECTION_LOSS,
+                          ErrorCode.KAFKA_STORAGE_ERROR) and request.API in self.rpc.apis:
+                # in the body, like every other Md error: the client decides what to retry
+                return response_class(request.API)(error_code=int(e.code))  # type: ignore[call-arg]
+            raise
+
+    async def _serve(self, conn: ServerConnection, sid: int,
+                     request: Message) -> Message | None:
         match request:
             case MdPingRequest():
                 return MdPingResponse(error_code=0)
@@ -245,7 +330,8 @@ class MetadataServer:
             case MdMultiRequest():
                 return await self._multi(conn, sid, request)
             case MdSyncRequest():
-                await self.sink.barrier()
+                await self._after_own_writes(conn)
+                await self.sink.sync()
                 return MdSyncResponse(error_code=0)
             case MdCloseSessionRequest():
                 return await self._close_session(conn, sid)
@@ -257,11 +343,28 @@ class MetadataServer:
         if not _is_int(req.timeout_ms) or not _is_int(req.session_id) or (
                 current is not None and current != req.session_id):
             return MdConnectResponse(error_code=_BAD, session_id=0, timeout_ms=0)
+        q = self.quorum
+        leader = "" if q is None or q.leader is None else str(q.leader)
+        if q is not None:
+            refused = MdConnectResponse(error_code=int(ErrorCode.NOT_QUORUM_LEADER),
+                                        session_id=0, timeout_ms=0, leader=leader)
+            if not q.has_quorum():
+                return refused
+            if req.session_id:
+                # the session must not see an older tree than on the node it comes from
+                try:
+                    await q.sync()
+                except MoldauError:
+                    return refused
         if req.session_id == 0:
             timeout = self.sessions.negotiate(req.timeout_ms)
             sid = self.sessions.new_session_id(self.store.tree.sessions)
-            result = await self._write(conn, 0, "create_session",
-                                       {"session_id": sid, "timeout_ms": timeout})
+            try:
+                result = await self._write(conn, 0, "create_session",
+                                           {"session_id": sid, "timeout_ms": timeout})
+            except MoldauError as e:
+                return MdConnectResponse(error_code=int(e.code), session_id=0, timeout_ms=0,
+                                         leader=leader)
             if result.error:
                 return MdConnectResponse(error_code=int(result.error), session_id=0,
                                          timeout_ms=0)
@@ -270,13 +373,16 @@ class MetadataServer:
             log.info("session %#x created for %s (timeout %d ms)", sid, conn.peer, timeout)
         else:
             sid = req.session_id
-            if not self.sessions.touch(sid):
+            if sid not in self.store.tree.sessions or not self.sessions.touch(sid):
                 return MdConnectResponse(error_code=int(ErrorCode.SESSION_EXPIRED),
                                          session_id=sid, timeout_ms=0)
+            if q is not None and not q.is_leader:
+                q.touch(sid)
             timeout = self.store.tree.sessions[sid]
             log.info("session %#x resumed by %s", sid, conn.peer)
         self._bind(conn, sid)
-        return MdConnectResponse(error_code=0, session_id=sid, timeout_ms=timeout)
+        return MdConnectResponse(error_code=0, session_id=sid, timeout_ms=timeout,
+                                 leader=leader)
 
     async def _get_data(self, conn: ServerConnection, req: MdGetDataRequest) -> Message:
         if path_error(req.path) is not None:

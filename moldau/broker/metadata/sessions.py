@@ -6,6 +6,10 @@ ping pushes the deadline a full timeout ahead. Each tick, sessions past their de
 marked closing (no request may use them any more) and handed to ``expire``, which logs their
 ``close_session`` transaction. Sessions restored from disk get a fresh full timeout from the
 start of this process, so clients that survived a restart can resume them.
+
+In a quorum every node tracks the sessions its tree knows, but only the leader expires them:
+followers report the sessions they hear from to the leader, and a new leader starts every
+session afresh (``reset``), as a restarted node does.
 """
 
 from __future__ import annotations
@@ -77,10 +81,22 @@ class SessionTracker:
     def __len__(self) -> int:
         return len(self._timeout)
 
-    async def run(self, expire: Callable[[int], Awaitable[None]]) -> None:
-        """Every tick, expire the sessions past their deadline (until cancelled)."""
+    def reset(self, sessions: dict[int, int]) -> None:
+        """Track exactly ``sessions`` (id -> timeout), each with a full timeout from now."""
+        self._timeout.clear()
+        self._deadline.clear()
+        self._closing.clear()
+        for sid, timeout in sessions.items():
+            self.add(sid, timeout)
+
+    async def run(self, expire: Callable[[int], Awaitable[None]],
+                  active: Callable[[], bool] = lambda: True) -> None:
+        """Every tick, expire the sessions past their deadline (until cancelled), while
+        ``active()`` (this node decides about sessions)."""
         while True:
             await asyncio.sleep(self.tick_ms / 1000)
+            if not active():
+                continue
             gone = self.expired()
             if gone:
                 for sid in gone:

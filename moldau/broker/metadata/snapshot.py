@@ -69,9 +69,13 @@ def decode_snapshot(data: bytes) -> dict[str, Any]:
 
 def write_snapshot(directory: Path, zxid: int, image: dict[str, Any]) -> Path:
     """Blocking: write ``image`` durably as the snapshot at ``zxid``."""
+    return write_snapshot_bytes(directory, zxid, encode_snapshot(image))
+
+
+def write_snapshot_bytes(directory: Path, zxid: int, data: bytes) -> Path:
+    """Blocking: write an encoded snapshot (``encode_snapshot``) durably."""
     path = directory / snapshot_name(zxid)
     tmp = path.with_name(path.name + ".tmp")
-    data = encode_snapshot(image)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)

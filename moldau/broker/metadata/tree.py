@@ -16,6 +16,10 @@ Transactions (``Txn.op`` and ``Txn.args``)::
     multi           {"ops": [{"op": "create" | "delete" | "set" | "check", ...}, ...]}
     create_session  {"session_id", "timeout_ms"}
     close_session   {"session_id"}                  (deletes the session's ephemeral nodes)
+    noop            {}                 (a new quorum leader's first entry; changes nothing)
+
+In a quorum the zxid is the transaction's Raft log index and ``term`` its Raft term (0 on a
+single node, where it is not written).
 
 Stats follow ZooKeeper: a create bumps the parent's ``cversion`` and sets its ``pzxid``, a
 delete does the same (``cversion`` counts changes to the children), a set bumps
@@ -85,25 +89,31 @@ def split_path(path: str) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Txn:
-    """One logged transaction; encoded as msgpack ``[zxid, time, session, op, args]``."""
+    """One logged transaction; encoded as msgpack ``[zxid, time, session, op, args]``, with
+    ``term`` as a sixth item when it is not 0."""
 
     zxid: int
     time: int  # milliseconds since the epoch, decided by the leader
     session: int  # the session that issued it, 0 for none
     op: str
     args: dict[str, Any]
+    term: int = 0  # the Raft term of the entry (quorum only)
 
     def encode(self) -> bytes:
-        return msgpack.packb(  # type: ignore[no-any-return]
-            [self.zxid, self.time, self.session, self.op, self.args], use_bin_type=True)
+        items: list[Any] = [self.zxid, self.time, self.session, self.op, self.args]
+        if self.term:
+            items.append(self.term)
+        return msgpack.packb(items, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
     def decode(cls, data: bytes | memoryview) -> Txn:
         v = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        if (not isinstance(v, list) or len(v) != 5 or not all(isinstance(x, int) for x in v[:3])
-                or not isinstance(v[3], str) or not isinstance(v[4], dict)):
+        if (not isinstance(v, list) or len(v) not in (5, 6)
+                or not all(isinstance(x, int) for x in v[:3])
+                or not isinstance(v[3], str) or not isinstance(v[4], dict)
+                or (len(v) == 6 and not isinstance(v[5], int))):
             raise ValueError("not a transaction record")
-        return cls(v[0], v[1], v[2], v[3], v[4])
+        return cls(v[0], v[1], v[2], v[3], v[4], v[5] if len(v) == 6 else 0)
 
 
 @dataclass(slots=True)
@@ -151,6 +161,7 @@ class DataTree:
         self.sessions: dict[int, int] = {}  # session id -> negotiated timeout (ms)
         self.ephemerals: dict[int, set[str]] = {}  # session id -> its ephemeral paths
         self.last_zxid = 0
+        self.last_term = 0  # the Raft term of the last applied transaction (quorum only)
 
     # ------------------------------------------------------------------ reads
 
@@ -171,10 +182,13 @@ class DataTree:
         if txn.zxid <= self.last_zxid:
             raise ValueError(f"zxid {txn.zxid} not after the last applied {self.last_zxid}")
         self.last_zxid = txn.zxid
+        self.last_term = txn.term
         undo: Undo = []
         result = ApplyResult()
         try:
-            if txn.op == "multi":
+            if txn.op == "noop":
+                pass
+            elif txn.op == "multi":
                 self._multi(txn, result, undo)
             elif txn.op == "create_session":
                 self._create_session(txn.args)
@@ -381,11 +395,15 @@ class DataTree:
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able image: ``{"zxid", "nodes": [[path, data, czxid, mzxid, pzxid,
         ctime, mtime, version, cversion, ephemeral_owner], ...] (sorted by path, so parents
-        come first), "sessions": [[id, timeout_ms], ...]}``."""
+        come first), "sessions": [[id, timeout_ms], ...]}``, and ``"term"`` (the Raft term
+        of the last transaction) in a quorum."""
         nodes = [[p, n.data, n.czxid, n.mzxid, n.pzxid, n.ctime, n.mtime, n.version,
                   n.cversion, n.ephemeral_owner] for p, n in sorted(self.nodes.items())]
-        return {"zxid": self.last_zxid, "nodes": nodes,
-                "sessions": sorted([s, t] for s, t in self.sessions.items())}
+        image: dict[str, Any] = {"zxid": self.last_zxid, "nodes": nodes,
+                                 "sessions": sorted([s, t] for s, t in self.sessions.items())}
+        if self.last_term:
+            image["term"] = self.last_term
+        return image
 
     @classmethod
     def restore(cls, image: dict[str, Any]) -> DataTree:
@@ -393,6 +411,7 @@ class DataTree:
         tree = cls()
         try:
             tree.last_zxid = int(image["zxid"])
+            tree.last_term = int(image.get("term", 0))
             tree.sessions = {int(s): int(t) for s, t in image["sessions"]}
             for (path, data, czxid, mzxid, pzxid, ctime, mtime, version, cversion,
                  owner) in image["nodes"]:

@@ -12,7 +12,10 @@ before it started, and runs off the event loop). Recovery keeps the longest vali
 first torn, corrupt or out-of-order record and everything after it (the rest of its file and
 every later file) is removed, since none of it can have been acknowledged. A new file is
 started after each snapshot (``roll``); files whose records are all covered by the oldest
-snapshot kept are deleted (``purge``).
+snapshot kept are deleted (``purge``). A quorum follower may also cut the log's tail
+(``truncate_from``: entries a deposed leader never got committed) or drop it whole
+(``reset``, after installing a leader's snapshot); both are made durable by the next
+``flush``.
 """
 
 from __future__ import annotations
@@ -202,6 +205,48 @@ class TxnLog:
             os.fdatasync(fd)
         if dir_dirty:
             _fsync_dir(self.directory)
+
+    def truncate_from(self, zxid: int) -> None:
+        """Remove every record with a zxid >= ``zxid`` (durable after the next flush)."""
+        if zxid > self.last_zxid:
+            return
+        keep = [(f, p) for f, p in self._files if f < zxid]
+        for f, path in self._files:
+            if f >= zxid:
+                path.unlink(missing_ok=True)
+        # an fd is never closed here: a flush running in a worker thread may be syncing it
+        self._retiring.append(self._fd)
+        self._fd = -1
+        self._files = keep
+        self._dir_dirty = True
+        if not keep:
+            self.last_zxid = zxid - 1
+            self._open_new(zxid)
+            return
+        path = keep[-1][1]
+        data = path.read_bytes()
+        pos, last = 0, keep[-1][0] - 1
+        while pos + _HEADER.size <= len(data):
+            length, _ = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + length
+            if end > len(data) or Txn.decode(data[pos + _HEADER.size:end]).zxid >= zxid:
+                break
+            last = Txn.decode(data[pos + _HEADER.size:end]).zxid
+            pos = end
+        os.truncate(path, pos)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self.last_zxid = last
+
+    def reset(self, after_zxid: int) -> None:
+        """Drop every record and continue after ``after_zxid`` (a snapshot covers it)."""
+        for _, path in self._files:
+            path.unlink(missing_ok=True)
+        self._retiring.append(self._fd)
+        self._fd = -1
+        self._files = []
+        self._dir_dirty = True
+        self.last_zxid = after_zxid
+        self._open_new(after_zxid + 1)
 
     def purge(self, covered_zxid: int) -> list[Path]:
         """Delete files all of whose records have a zxid <= ``covered_zxid``."""

@@ -11,7 +11,11 @@ re-registers outstanding watches. Meanwhile:
   timeout, then fails with CONNECTION_LOSS;
 - once a node answers SESSION_EXPIRED, ``expired`` is set, ``on_expired`` is called, and every
   later call raises SESSION_EXPIRED: the session's ephemeral nodes are gone and the user must
-  make a new client.
+  make a new client;
+- a node of a quorum that has lost its leader answers NOT_QUORUM_LEADER (to pings too): the
+  client drops it, resumes the session on another node of the connect string, and sends the
+  request again, reads and writes alike (a write refused so was not applied). After a whole
+  session timeout without success the request fails with that error.
 
 Watches are plain callbacks called once on the event loop with a ``WatchEvent``. After a
 reconnect each is re-registered; one whose node changed while the client was away (its
@@ -306,11 +310,13 @@ class MetadataClient:
                                       f"not connected to {self._hosts_str()}") from None
                 continue
             try:
-                return await conn.request(msg, timeout=self.session_timeout_ms / 1000)
+                resp = await conn.request(msg, timeout=self.session_timeout_ms / 1000)
             except MoldauError as e:
                 if e.code == ErrorCode.SESSION_EXPIRED:
                     self._expire()
-                raise
+                if e.code != ErrorCode.NOT_QUORUM_LEADER:
+                    raise
+                resp = None
             except (ConnectionError, OSError, TimeoutError) as e:
                 if self._conn is conn:
                     await self._drop()
@@ -320,6 +326,19 @@ class MetadataClient:
                                       f"connection to {conn.address} lost: {e}") from None
                 if deadline is None:
                     deadline = loop.time() + self.session_timeout_ms / 1000
+                continue
+            if resp is not None and getattr(resp, "error_code", 0) != ErrorCode.NOT_QUORUM_LEADER:
+                return resp
+            # that node lost its quorum and did nothing: move to another node and retry
+            if deadline is None:
+                deadline = loop.time() + self.session_timeout_ms / 1000
+            if loop.time() >= deadline:
+                raise MoldauError(ErrorCode.NOT_QUORUM_LEADER,
+                                  f"no metadata node of {self._hosts_str()} has a quorum")
+            if self._conn is conn:
+                log.info("metadata node %s has no quorum; moving to another", conn.address)
+                await self._drop()
+                self._wake()
 
     def _raise_for(self, code: int, path: str) -> None:
         if code:
