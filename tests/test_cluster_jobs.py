@@ -305,3 +305,54 @@ async def test_sigterm_stops_daemons_and_their_slot_processes(procs: Processes) 
     assert jm.stop(timeout=15) == 0
     assert time.monotonic() - t0 < 10
 
+
+
+def window_count(key: str, window: Any, inputs: Any) -> list[str]:
+    return [f"{key},{window.start},{sum(1 for _ in inputs)}"]
+
+
+@pytest.mark.timeout(90)
+async def test_event_time_windows_fire_while_the_job_runs(procs: Processes) -> None:
+    """Watermarks travel in-band through a shuffle; a source subtask without a partition
+    is idle and does not hold event time back."""
+    md = procs.metadata()
+    servers = procs.broker(1, md.address).address
+    jm = start_jobmanager(procs)
+    tm = start_taskmanager(procs, jm, "tm-1", slots=2)
+    async with Admin(servers) as admin:
+        await admin.create_topics([NewTopic("events", 1, 1)])
+    base = 1_700_000_000_000
+    async with Producer(servers, acks="all") as p:
+        # 3 s of event time, 10 events per second per key; then one event far later
+        futs = [await p.send("events", f"k{i % 2}".encode(), timestamp_ms=base + i * 50)
+                for i in range(60)]
+        futs.append(await p.send("events", b"k0", timestamp_ms=base + 60_000))
+        await asyncio.gather(*futs)
+    async with JobClient(jm.address) as client:
+        e = env(2)  # two source subtasks, one partition: subtask 2 has nothing to read
+        source = (KafkaSource.builder().set_bootstrap_servers(servers).set_topics("events")
+                  .set_starting_offsets(KafkaOffsetsInitializer.earliest())
+                  .set_value_only_deserializer(SimpleStringSchema()).build())
+        from moldau.clients.stream import Time, TumblingEventTimeWindows
+
+        (e.from_source(source, WatermarkStrategy.for_monotonous_timestamps(), "events")
+         .key_by(lambda k: k)
+         .window(TumblingEventTimeWindows.of(Time.seconds(1)))
+         .apply(window_count)
+         .print("win"))
+        jid = await client.run(e.get_job_graph("windows").to_bytes())
+        await client.wait_running(jid)
+        # the job never ends (unbounded): the windows of the first 3 s must show anyway
+        deadline = time.monotonic() + 20
+        want = {f"k{k},{base + s * 1000 - (base % 1000)},10"
+                for k in (0, 1) for s in range(3)}
+        got: set[str] = set()
+        while time.monotonic() < deadline and not want <= got:
+            text = await client.query("taskmanager_log", tm_id(tm), "stdout")
+            got = {line.split("> ", 1)[1] for line in text.splitlines()
+                   if line.startswith("win:")}
+            await asyncio.sleep(0.3)
+        assert want <= got, (sorted(want), sorted(got))
+        assert (await client.query("job_details", jid))["state"] == "RUNNING"
+        assert await client.cancel(jid)
+        await client.wait_state(jid, "CANCELED")

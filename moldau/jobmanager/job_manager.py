@@ -421,7 +421,7 @@ class JobManager:
         if m is not None:
             return m.eg.exceptions_json()
         doc = self.archive.get(jid)
-        return None if doc is None else doc["exceptions"]  # type: ignore[no-any-return]
+        return None if doc is None else doc["exceptions"]
 
     def vertex_details(self, jid: str, vid: str) -> dict[str, Any] | None:
         now = now_ms()

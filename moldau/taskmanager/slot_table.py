@@ -248,8 +248,6 @@ class SlotTable:
         """Hand tasks of one job to slot ``index`` (now, or once its process is fresh)."""
         slot = self.slots[index]
         job_id = str(deployment["job_id"])
-        for spec in deployment["tasks"]:
-            slot.tasks[str(spec["execution_id"])] = [job_id, "DEPLOYING", 0, 0, 0, 0]
         if slot.ready.is_set() and (slot.job_id is None or slot.job_id == job_id) \
                 and not slot.done:
             slot.job_id = job_id
@@ -258,8 +256,12 @@ class SlotTable:
             slot.queued.append(deployment)
 
     def _send_deploy(self, slot: TaskSlot, deployment: dict[str, Any]) -> None:
+        """Hand a deployment to the slot's current process: from now on its tasks end
+        with that process at the latest."""
         assert slot.channel is not None
-        slot.job_id = str(deployment["job_id"])
+        job_id = slot.job_id = str(deployment["job_id"])
+        for spec in deployment["tasks"]:
+            slot.tasks[str(spec["execution_id"])] = [job_id, "DEPLOYING", 0, 0, 0, 0]
         slot.channel.send("deploy", deployment)
 
     def slot_busy_with_other_job(self, index: int, job_id: str) -> bool:
@@ -269,12 +271,12 @@ class SlotTable:
     def cancel(self, job_id: str) -> None:
         self.canceled_jobs.add(job_id)
         for s in self.slots:
+            for d in s.queued:
+                if d["job_id"] == job_id:  # never handed to a process
+                    for spec in d["tasks"]:
+                        self.listener(job_id, str(spec["execution_id"]), "CANCELED", None,
+                                      None)
             s.queued = [d for d in s.queued if d["job_id"] != job_id]
-            for eid, t in list(s.tasks.items()):
-                if t[0] == job_id and t[1] not in TERMINAL and s.job_id != job_id:
-                    # queued, never handed to a process
-                    t[1] = "CANCELED"
-                    self.listener(job_id, eid, "CANCELED", None, None)
             if s.job_id == job_id and s.channel is not None:
                 s.cancel_requested = True
                 s.channel.send("cancel", {"job_id": job_id})
@@ -298,6 +300,9 @@ class SlotTable:
         """Execution id -> [state, records_in, records_out, bytes_in, bytes_out]."""
         out: dict[str, list[Any]] = {}
         for s in self.slots:
+            for d in s.queued:
+                for spec in d["tasks"]:
+                    out[str(spec["execution_id"])] = ["DEPLOYING", 0, 0, 0, 0]
             for eid, t in s.tasks.items():
                 out[eid] = t[1:6]
         return out

@@ -840,6 +840,7 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         self._rt_gens: dict[Any, tuple[Any, _GeneratorOutput]] = {}
         self._rt_emitted = MIN_WATERMARK
         self._rt_idle = False
+        self._rt_splitless_idle = False
         interval = int(self.info.config.get("pipeline.auto-watermark-interval", 200))
         self._rt_interval = interval
         self._rt_next_emit = self.info.clock() + interval if interval > 0 else None
@@ -889,7 +890,8 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         self._update()
 
     def _update(self) -> None:
-        active = [out.watermark for _, out in self._rt_gens.values() if not out.idle]
+        active = [out.watermark for s, (_, out) in self._rt_gens.items()
+                  if not out.idle and not (s is _NO_SPLIT and self._rt_splitless_idle)]
         if not active:
             if self._rt_gens and not self._rt_idle:
                 self._rt_idle = True
@@ -921,7 +923,12 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         return None
 
     def process_watermark_status(self, idle: bool) -> None:
-        pass  # this operator decides idleness from its own generators
+        # this operator decides idleness from its own generators, except for a source
+        # subtask without any split (more subtasks than Kafka partitions): its reader's
+        # "idle" counts, or it would hold event time back forever (as in Flink)
+        if self.per_split:
+            self._rt_splitless_idle = idle
+            self._update()
 
     def end_input(self) -> Batch | None:
         self._rt_next_emit = None

@@ -236,8 +236,8 @@ class RemoteInputChannel(InputChannel):
                     return
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(self.request)
+        self.transport = transport
+        transport.write(self.request)
 
     def return_credit(self, n: int) -> None:
         t = self.transport
