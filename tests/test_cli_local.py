@@ -8,6 +8,8 @@ import contextlib
 import json
 import os
 import signal
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,26 +61,42 @@ def _local(data_dir: Path, *args: str, timeout: float = 90) -> tuple[int, str, s
     return r.returncode, r.stdout, r.stderr
 
 
-def _start_args(brokers: int) -> list[str]:
-    # any free ports: a developer's own cluster may hold 2181/9092
-    return ["--brokers", str(brokers), "--metadata-port", "0", "--broker-port", "0"]
+def _start_args(brokers: int, taskmanagers: int = 0) -> list[str]:
+    # any free ports: a developer's own cluster may hold 2181/9092/8081
+    return ["--brokers", str(brokers), "--metadata-port", "0", "--broker-port", "0",
+            "--taskmanagers", str(taskmanagers), "--slots", "1", "--rest-port", "0"]
 
 
 @pytest.mark.timeout(180)
 def test_start_status_stop_purge_round_trip(local_dir: Path) -> None:
-    rc, out, err = _local(local_dir, "start", *_start_args(2), "--partitions-default", "3")
+    rc, out, err = _local(local_dir, "start", *_start_args(2, taskmanagers=1),
+                          "--partitions-default", "3")
     assert rc == 0, err
     assert "bootstrap servers: 127.0.0.1:" in out and "zookeeper: 127.0.0.1:" in out
     rec = json.loads((local_dir / "cluster.json").read_text())
     names = [p["name"] for p in rec["processes"]]
-    assert names == ["metadata", "broker-1", "broker-2"]
+    assert names == ["metadata", "broker-1", "broker-2", "jobmanager", "taskmanager-1"]
     assert all(_pid_alive(p["pid"]) for p in rec["processes"])
     assert rec["bootstrap_servers"].count(",") == 1
     assert (local_dir / "logs" / "broker-2.log").exists()
+    assert f"http://{rec['jobmanager_rest']}" in out
+
+    # the TaskManager registered its slot with the JobManager
+    deadline = time.monotonic() + 30
+    overview: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://{rec['jobmanager_rest']}/overview",
+                                        timeout=5) as resp:
+                overview = json.loads(resp.read())
+            if overview.get("taskmanagers") == 1:
+                break
+        time.sleep(0.3)
+    assert overview.get("taskmanagers") == 1 and overview.get("slots-total") == 1, overview
 
     rc, out, err = _local(local_dir, "status")
     assert rc == 0, err
-    assert out.count("alive") == 3, out
+    assert out.count("alive") == 5, out
 
     # a second start refuses while the first runs
     rc, out, err = _local(local_dir, "start", *_start_args(1))

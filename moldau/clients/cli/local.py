@@ -93,11 +93,40 @@ def _broker_argv(index: int, port: int, data_dir: Path, started: dict[str, list[
     return argv
 
 
+def _jobmanager_argv(index: int, port: int, data_dir: Path, started: dict[str, list[str]],
+                     opts: argparse.Namespace) -> list[str]:
+    rest = getattr(opts, "rest_port", None)
+    rest_port = 8081 if rest is None else int(rest)
+    if rest_port and not port_free(opts.host, rest_port):
+        rest_port = 0
+    if rest_port == 0:
+        with socket.socket() as s:
+            s.bind((opts.host, 0))
+            rest_port = int(s.getsockname()[1])
+    return ["--rpc", f"{opts.host}:{port}", "--rest", f"{opts.host}:{rest_port}",
+            "--data-dir", str(data_dir / "jobmanager")]
+
+
+def _taskmanager_argv(index: int, port: int, data_dir: Path, started: dict[str, list[str]],
+                      opts: argparse.Namespace) -> list[str]:
+    return ["--jobmanager", started["jobmanager"][0], "--slots", str(opts.slots),
+            "--host", opts.host, "--data-port", str(port), "--id", f"taskmanager-{index + 1}",
+            "--data-dir", str(data_dir / f"taskmanager-{index + 1}")]
+
+
+def _stream_processes(opts: argparse.Namespace) -> int:
+    return 1 if int(getattr(opts, "taskmanagers", 0) or 0) > 0 else 0
+
+
 ROLES: tuple[Role, ...] = (
     Role("metadata", "moldau.broker.metadata", lambda o: 1, lambda i: "metadata", 2181,
          "metadata_port", _metadata_argv),
     Role("broker", "moldau.broker", lambda o: int(o.brokers), lambda i: f"broker-{i + 1}",
          9092, "broker_port", _broker_argv),
+    Role("jobmanager", "moldau.jobmanager", _stream_processes, lambda i: "jobmanager", 6123,
+         "jobmanager_port", _jobmanager_argv),
+    Role("taskmanager", "moldau.taskmanager", lambda o: int(getattr(o, "taskmanagers", 0) or 0),
+         lambda i: f"taskmanager-{i + 1}", 0, "taskmanager_port", _taskmanager_argv),
 )
 
 
@@ -141,11 +170,20 @@ class ClusterRecord:
     def bootstrap_servers(self) -> str:
         return ",".join(self.addresses("broker"))
 
+    @property
+    def jobmanager_rest(self) -> str:
+        """The JobManager's REST address (from its ``--rest`` argument), or ''."""
+        for p in self.processes:
+            if p.role == "jobmanager" and "--rest" in p.argv:
+                return p.argv[p.argv.index("--rest") + 1]
+        return ""
+
     def to_json(self) -> dict[str, Any]:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at_ms / 1000))
         return {"version": 1, "data_dir": str(self.data_dir), "host": self.host,
                 "started_at": started, "started_at_ms": self.started_at_ms,
                 "zookeeper": self.zookeeper, "bootstrap_servers": self.bootstrap_servers,
+                "jobmanager_rest": self.jobmanager_rest,
                 "processes": [p.to_json() for p in self.processes]}
 
     def save(self) -> None:
@@ -313,7 +351,7 @@ def start_cluster(opts: argparse.Namespace, data_dir: Path, *, quiet: bool = Fal
                     rec.save()  # a failure later still leaves every PID on record
                     started.setdefault(role.role, []).append(proc.address)
                     if not quiet:
-                        print(f"started {name:<10} pid {proc.pid:<7} on {proc.address}",
+                        print(f"started {name:<13} pid {proc.pid:<7} on {proc.address}",
                               flush=True)
         except BaseException:
             _stop_processes(rec.processes, DEFAULT_GRACE_S)
@@ -366,8 +404,8 @@ def _stop_processes(procs: list[ProcessRecord], grace: float) -> list[ProcessRec
 
 def register(sub: Any, name: str, **kw: Any) -> None:
     p = sub.add_parser(name, **kw,
-                       description="An embedded local cluster: a metadata node and brokers "
-                       "as background processes on loopback ports.")
+                       description="An embedded local cluster: a metadata node, brokers, a "
+                       "JobManager and TaskManagers as background processes on loopback ports.")
     cmds = p.add_subparsers(dest="local_command", metavar="start|status|stop|demo",
                             required=True)
 
@@ -390,6 +428,13 @@ def register(sub: Any, name: str, **kw: Any) -> None:
         q.add_argument("--broker-port", type=int, default=None, metavar="PORT",
                        help="the first broker's port, the next ones follow (default: 9092 "
                        "when free; 0: any)")
+        q.add_argument("--taskmanagers", type=int, default=1, metavar="N",
+                       help="the number of TaskManagers (default: 1); 0 starts no "
+                       "JobManager either")
+        q.add_argument("--slots", type=int, default=4, metavar="N",
+                       help="task slots per TaskManager, each its own process (default: 4)")
+        q.add_argument("--rest-port", type=int, default=None, metavar="PORT",
+                       help="the JobManager's REST/dashboard port (default: 8081 when free)")
         q.add_argument("--override", dest="broker_override", action="append",
                        metavar="KEY=VALUE", help="a broker setting for every broker "
                        "(repeatable)")
@@ -397,7 +442,8 @@ def register(sub: Any, name: str, **kw: Any) -> None:
                        metavar="SECONDS", help="how long each process may take to be ready")
 
     q = cmds.add_parser("start", help="start the local cluster in the background",
-                        description="Start a metadata node and N brokers in the background.")
+                        description="Start a metadata node, N brokers, a JobManager and "
+                        "TaskManagers in the background.")
     start_args(q)
     q.set_defaults(func=cmd_start)
 
@@ -435,6 +481,10 @@ def _data_dir(args: argparse.Namespace) -> Path:
 def _check_start_args(args: argparse.Namespace) -> None:
     if args.brokers < 1:
         raise CliError(f"--brokers must be at least 1, got {args.brokers}")
+    if args.taskmanagers < 0:
+        raise CliError(f"--taskmanagers must be at least 0, got {args.taskmanagers}")
+    if args.slots < 1:
+        raise CliError(f"--slots must be at least 1, got {args.slots}")
     if args.partitions_default is not None and args.partitions_default < 1:
         raise CliError(f"--partitions-default must be at least 1, got {args.partitions_default}")
     for flag, port in (("--metadata-port", args.metadata_port),
@@ -446,6 +496,8 @@ def _check_start_args(args: argparse.Namespace) -> None:
 def _print_addresses(rec: ClusterRecord) -> None:
     print(f"zookeeper: {rec.zookeeper}")
     print(f"bootstrap servers: {rec.bootstrap_servers}")
+    if rec.jobmanager_rest:
+        print(f"jobmanager (REST and dashboard): http://{rec.jobmanager_rest}")
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -471,7 +523,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         alive = is_alive(p)
         all_alive &= alive
         extra = "" if alive else f"  (see {data_dir / p.log})"
-        print(f"  {p.name:<10} {'alive' if alive else 'dead':<6} {p.address:<22} "
+        print(f"  {p.name:<13} {'alive' if alive else 'dead':<6} {p.address:<22} "
               f"pid {p.pid}{extra}")
     _print_addresses(rec)
     return 0 if all_alive else 1
@@ -494,7 +546,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
             for p in rec.processes:
                 how = ("killed (SIGKILL)" if p in killed else "stopped" if p in running
                        else "was not running")
-                print(f"{p.name:<10} pid {p.pid:<7} {how}")
+                print(f"{p.name:<13} pid {p.pid:<7} {how}")
             still = [p for p in rec.processes if is_alive(p)]
             if still:
                 raise CliError("could not stop " + ", ".join(
