@@ -375,7 +375,7 @@ class MetadataServer:
             sid = req.session_id
             if sid not in self.store.tree.sessions or not self.sessions.touch(sid):
                 return MdConnectResponse(error_code=int(ErrorCode.SESSION_EXPIRED),
-                                         session_id=sid, timeout_ms=0)
+                                         session_id=sid, timeout_ms=0, leader=leader)
             if q is not None and not q.is_leader:
                 q.touch(sid)
             timeout = self.store.tree.sessions[sid]
