@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -258,6 +259,58 @@ async def test_txnlog_truncates_a_torn_tail(tmp_path: Path, damage: str) -> None
     final = TxnLog(tmp_path)
     assert final.recover(0) == [*expect, extra]
     await final.close()
+
+
+@pytest.mark.parametrize("cut", [3, 6, 7, 12, 1])
+async def test_txnlog_truncate_from_cuts_the_tail_across_files(tmp_path: Path,
+                                                               cut: int) -> None:
+    """A quorum follower drops a deposed leader's entries from ``cut`` on, then appends
+    the new leader's; a restart reads exactly that."""
+    log = TxnLog(tmp_path)
+    log.recover(0)
+    txns = _log_txns(12)
+    for t in txns[:6]:
+        log.append(t)
+    await log.flush()  # a flush in between: the cut must also undo durable records
+    log.roll()
+    for t in txns[6:]:
+        log.append(t)
+    log.truncate_from(cut)
+    assert log.last_zxid == cut - 1
+    new = [Txn(z, 5, 0, "create", {"path": f"/new{z}"}, term=2) for z in range(cut, cut + 3)]
+    for t in new:
+        log.append(t)
+    await log.close()
+    again = TxnLog(tmp_path)
+    assert again.recover(0) == [*txns[:cut - 1], *new]
+    await again.close()
+
+
+async def test_txnlog_reset_starts_after_a_snapshot(tmp_path: Path) -> None:
+    log = TxnLog(tmp_path)
+    log.recover(0)
+    for t in _log_txns(5):
+        log.append(t)
+    log.reset(40)
+    nxt = Txn(41, 0, 0, "noop", {}, term=3)
+    log.append(nxt)
+    await log.close()
+    assert [p.name for _, p in TxnLog(tmp_path)._scan()] == [log_name(41)]
+    again = TxnLog(tmp_path)
+    assert again.recover(40) == [nxt]
+    await again.close()
+
+
+def test_txn_term_and_noop() -> None:
+    t = Txn(7, 1, 2, "noop", {}, term=4)
+    assert Txn.decode(t.encode()) == t
+    # a single node's records (term 0) keep their five-item format
+    assert msgpack.unpackb(Txn(7, 1, 2, "noop", {}).encode()) == [7, 1, 2, "noop", {}]
+    tree = DataTree()
+    r = tree.apply(t)
+    assert r.error == ErrorCode.NONE and tree.last_zxid == 7 and tree.last_term == 4
+    assert len(tree) == 1
+    assert DataTree.restore(tree.snapshot()).last_term == 4
 
 
 async def test_store_snapshots_rolls_and_purges(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from harness import DaemonProcess, Processes, free_port
 from raft_sim import INF, Op, linearizable
 
+from moldau.broker.metadata.config import load_config
 from moldau.clients.metadata import MetadataClient, Stat
 from moldau.clients.protocol import ErrorCode, MoldauError
 from moldau.clients.protocol.messages import MdConnectRequest
@@ -126,6 +127,28 @@ async def create_idempotent(c: MetadataClient, path: str, data: bytes = b"") -> 
     except MoldauError as e:
         if e.code != ErrorCode.NODE_EXISTS:
             raise
+
+
+def test_quorum_configuration_from_flags_and_zookeeper_files(tmp_path: Path) -> None:
+    cfg = load_config(["--data-dir", str(tmp_path), "--id", "2", "--peers",
+                       "1=h1:2888, 2=h2:2888,3=[::1]:2890"])
+    assert cfg.quorum and cfg.id == 2
+    assert cfg.peer_map() == {1: ("h1", 2888), 2: ("h2", 2888), 3: ("::1", 2890)}
+    single = load_config(["--data-dir", str(tmp_path)])
+    assert not single.quorum and single.peer_map() == {}
+    (tmp_path / "myid").write_text("3\n")
+    conf = tmp_path / "zoo.cfg"
+    conf.write_text(f"dataDir={tmp_path}\nclientPort=2181\nserver.1=a:2888:3888\n"
+                    "server.2=b:2888:3888\nserver.3=c:2888:3888;2181\n")
+    zk = load_config(["--config", str(conf)])
+    assert zk.id == 3 and zk.peer_map() == {1: ("a", 2888), 2: ("b", 2888), 3: ("c", 2888)}
+    for bad in (["--id", "4", "--peers", "1=a:1,2=b:2,3=c:3"],  # not a member
+                ["--id", "1", "--peers", "1=a:1,1=b:2"],  # id twice
+                ["--id", "1", "--peers", "1=a"],  # no port
+                ["--id", "1", "--peers", "1=a:1,2=b:2", "--election-timeout-ms", "100",
+                 "--heartbeat-ms", "80"]):
+        with pytest.raises(SystemExit):
+            load_config(["--data-dir", str(tmp_path / "x"), *bad])
 
 
 @pytest.fixture
