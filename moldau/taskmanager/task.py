@@ -11,8 +11,11 @@ Backpressure: before taking the next input the task waits until every subpartiti
 writes to has room (``RecordWriterOutput.wait_available``).
 
 Partial buffers are flushed every ``execution.buffer-timeout`` ms (default 100; 0 flushes
-after every input buffer), and at the end of input every channel gets its end of
-partition. A task is FINISHED once every consumer processed that end, so a finished
+after every input buffer), and also whenever the task has caught up with its input (no
+buffer waiting, a source that returned less than a full batch): at low rates records
+leave at once instead of waiting for the timeout, at high rates buffers still fill up
+(``moldau.network.flush-on-idle``, default true). At the end of input every channel
+gets its end of partition. A task is FINISHED once every consumer processed that end, so a finished
 task's slot process can go away without losing records in flight.
 
 Connectors that need the event loop (the Kafka reader and writer) expose optional async
@@ -95,6 +98,7 @@ class NetworkSettings:
     queue_capacity: int = 4
     request_timeout_s: float = 60.0
     lost_grace_s: float = 12.0
+    flush_on_idle: bool = True
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> NetworkSettings:
@@ -108,6 +112,8 @@ class NetworkSettings:
                 "taskmanager.network.memory.max-buffers-per-channel", 4))),
             request_timeout_s=int(cfg.get("moldau.network.request-timeout-ms", 60000)) / 1000,
             lost_grace_s=int(cfg.get("moldau.network.partition-lost-grace-ms", 12000)) / 1000,
+            flush_on_idle=str(cfg.get("moldau.network.flush-on-idle", True)).lower()
+            not in ("false", "0", "no"),
         )
 
 
@@ -432,6 +438,7 @@ class Task:
         max_records = self.settings.batch_size
         poll_async = getattr(reader, "poll_async", None)
         flush_each = self.settings.buffer_timeout_ms == 0
+        flush_idle = self.settings.flush_on_idle
         writers = self._async_writers
         while True:
             if out.backlogged:
@@ -444,9 +451,11 @@ class Task:
             else:
                 events = reader.poll(max_records)
             ended = False
+            n = 0
             for ev in events:
                 t = type(ev)
                 if t is Batch:
+                    n += len(ev.values)
                     chain.process_batch(0, ev)
                 elif ev is END_OF_INPUT:
                     chain.end_of_input(0)
@@ -459,8 +468,8 @@ class Task:
             if writers:
                 await self._drain_writers()
             nt = self._timers()
-            if flush_each:
-                out.flush()
+            if flush_each or (flush_idle and n < max_records):
+                out.flush()  # caught up with the source
             if ended:
                 return
             if not events and poll_async is None:
@@ -476,6 +485,7 @@ class Task:
         gate = self.gate
         out = self.output
         flush_each = self.settings.buffer_timeout_ms == 0
+        flush_idle = self.settings.flush_on_idle
         writers = self._async_writers
         while not chain.finished:
             if gate.error is not None:
@@ -484,6 +494,8 @@ class Task:
                 await out.wait_available()
             item = gate.poll()
             if item is None:
+                if flush_idle:
+                    out.flush()  # caught up with the input
                 nt = self._timers()
                 await gate.wait(None if nt is None else (nt - wall_clock_ms()) / 1000)
                 continue
