@@ -32,8 +32,12 @@ MD_ARGS = ["--tick-ms", "50", "--min-session-timeout-ms", "300", "--election-tim
 class Quorum:
     """``n`` metadata nodes with fixed client and peer ports, so a node can come back."""
 
-    def __init__(self, procs: Processes, n: int = 3, extra: list[str] | None = None) -> None:
+    def __init__(self, procs: Processes, n: int = 3, extra: list[str] | None = None,
+                 via_cli: bool = False) -> None:
         self.procs = procs
+        # ``moldau metadata --id N --peers ...`` execs the same daemon
+        self.command = ([sys.executable, "-m", "moldau.clients.cli", "metadata"] if via_cli
+                        else [sys.executable, "-m", "moldau.broker.metadata"])
         self.ids = list(range(1, n + 1))
         self.client_ports = {i: free_port() for i in self.ids}
         self.peer_ports = {i: free_port() for i in self.ids}
@@ -46,7 +50,7 @@ class Quorum:
 
     def start(self, i: int) -> DaemonProcess:
         self.nodes[i] = self.procs.spawn(f"md{i}", [
-            sys.executable, "-m", "moldau.broker.metadata", "--id", str(i), "--peers",
+            *self.command, "--id", str(i), "--peers",
             self.peers, "--host", "127.0.0.1", "--port", str(self.client_ports[i]),
             "--data-dir", str(self.data_dir(i)), *self.extra])
         return self.nodes[i]
@@ -288,6 +292,28 @@ async def test_a_minority_refuses_writes_and_loses_nothing(quorum: Quorum) -> No
             assert "minority" not in kids  # refused means not applied
         await c2.create("/majority-again")
     await c.close()
+
+
+async def test_five_nodes_started_by_the_cli_survive_two_failures(procs: Processes) -> None:
+    q = Quorum(procs, n=5, via_cli=True).start_all()
+    first = await q.leader()
+    async with MetadataClient(q.connect_string, session_timeout_ms=4000) as c:
+        await c.create("/five", b"0")
+        down = [first, next(i for i in q.ids if i != first)]
+        for i in down:
+            q.nodes[i].kill()
+        for k in range(1, 11):
+            await retrying(lambda k=k: c.set("/five", str(k).encode()))
+        assert (await c.get("/five"))[0] == b"10"
+        q.nodes[next(i for i in q.ids if i not in down)].kill()  # a third: now a minority
+        with pytest.raises(MoldauError):
+            await c.set("/five", b"lost")
+    for i in q.ids:
+        if not q.nodes[i].alive():
+            q.start(i)
+    views = [await node_view(q, i) for i in q.ids]
+    assert all(v == views[0] for v in views)
+    assert views[0]["/five"][0] in (b"10", b"lost")  # that write's outcome was unknown
 
 
 @pytest.mark.timeout(180)
