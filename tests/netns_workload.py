@@ -182,7 +182,11 @@ async def _create(a: argparse.Namespace) -> int:
 async def _describe(a: argparse.Namespace) -> int:
     from moldau.clients import Admin, MoldauError
 
-    async with Admin(a.bootstrap, request_timeout_ms=a.request_timeout_ms) as admin:
+    admin = Admin(a.bootstrap, request_timeout_ms=a.request_timeout_ms)
+    # the metadata names every registered broker, and one may be cut off: don't let a
+    # connection attempt to it outlast the request timeout
+    admin.cluster.connect_timeout = a.request_timeout_ms / 1000
+    async with admin:
         try:
             (t,) = await admin.describe_topics([a.topic])
         except MoldauError as e:
