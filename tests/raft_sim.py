@@ -425,6 +425,7 @@ class Simulation:
                 self.at(0.01, lambda: self.client_step(c))
                 return
             value = next(self.next_value)
+            c.ctx = 0  # a late answer to an abandoned read must not match this write
             op = Op("w", value, next(self.events))
             index, fx = node.raft.propose([("w", value)], self.now)
             self.proposals[(node.id, index)] = (node.raft.term, c, op)
@@ -471,14 +472,16 @@ class Simulation:
 
     def read_done(self, node: SimNode, ctx: int, value: Any) -> None:
         for c in self.clients:
-            if c.busy and c.ctx == ctx and c.target == node.id and c.op is not None:
+            if (c.busy and c.ctx == ctx and c.target == node.id and c.op is not None
+                    and c.op.kind == "r"):
                 c.op.value = value
                 c.op.resp = next(self.events)
                 self._finish(c, keep=True)
 
     def read_failed(self, node: SimNode, ctx: int) -> None:
         for c in self.clients:
-            if c.busy and c.ctx == ctx and c.target == node.id:
+            if (c.busy and c.ctx == ctx and c.target == node.id and c.op is not None
+                    and c.op.kind == "r"):
                 self._finish(c, keep=False)
 
     # ------------------------------------------------------------ faults

@@ -730,7 +730,13 @@ class RaftNode:
             return
         self.read_seq += 1
         self.pending_reads.append(_Read(self.read_seq, ctx, self.commit, origin))
-        self._heartbeat(fx)
+        # only leadership needs confirming: an entry-less request at what each follower is
+        # known to hold (resending entries is the heartbeat's job)
+        for p, pr in self.progress.items():
+            prev_term = self.term_at(pr.match)
+            prev = pr.match if prev_term is not None else 0
+            fx.add(Send(AppendRequest(self.id, p, self.term, prev, prev_term or 0, (),
+                                      min(self.commit, prev), self.read_seq)))
 
     def _advance_reads(self, fx: _Effects) -> None:
         while self.pending_reads:
