@@ -223,7 +223,7 @@ class RaftTxnSink:
     # ------------------------------------------------------------------ state
 
     @property
-    def raft(self) -> raft.RaftNode:
+    def core(self) -> raft.RaftNode:
         assert self.node is not None, "not started"
         return self.node
 
@@ -231,15 +231,15 @@ class RaftTxnSink:
     def is_leader(self) -> bool:
         """Leader, as far as this node has carried out its role change (session expiry
         acts only then, after the session deadlines were reset)."""
-        return self._is_leader_view and self.raft.is_leader
+        return self._is_leader_view and self.core.is_leader
 
     @property
     def leader(self) -> int | None:
-        return self.raft.leader
+        return self.core.leader
 
     def has_quorum(self) -> bool:
         """The leader, or a follower that heard from one within the election timeout."""
-        return self.raft.has_leader_contact(asyncio.get_running_loop().time())
+        return self.core.has_leader_contact(asyncio.get_running_loop().time())
 
     def touch(self, sid: int) -> None:
         """A follower heard from session ``sid``: the leader hears of it within a tick."""
@@ -377,7 +377,7 @@ class RaftTxnSink:
                 return
             msg = raft.SnapshotRequest(msg.src, msg.dst, msg.term, msg.index, msg.last_term,
                                        (data, tree))
-        self._run(self.raft.on_message(msg, asyncio.get_running_loop().time()))
+        self._run(self.core.on_message(msg, asyncio.get_running_loop().time()))
 
     def _on_snapshot(self, zxid: int) -> None:
         node = self.node
@@ -390,7 +390,7 @@ class RaftTxnSink:
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
-            self._run(self.raft.tick(now))
+            self._run(self.core.tick(now))
             dl = self._proposal_deadlines
             while dl and dl[0][0] <= now:
                 _, index = dl.popleft()
@@ -425,7 +425,7 @@ class RaftTxnSink:
 
     def _now_ms(self) -> int:
         # transaction times never go backwards, whatever the clocks of successive leaders do
-        node = self.raft
+        node = self.core
         if node.log and isinstance(node.log[-1].payload, Txn):
             self._last_time = max(self._last_time, node.log[-1].payload.time)
         self._last_time = max(self._last_time, int(self._clock() * 1000))
@@ -459,7 +459,7 @@ class RaftTxnSink:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[int, ApplyResult]] = loop.create_future()
         w = _Write(session, op, args, fut, loop.time() + self.timeout)
-        if self.raft.is_leader and not self._forwards:
+        if self.core.is_leader and not self._forwards:
             self._batch.append(w)
             if not self._batch_scheduled:
                 self._batch_scheduled = True
@@ -472,7 +472,7 @@ class RaftTxnSink:
     def _propose_batch(self) -> None:
         self._batch_scheduled = False
         batch, self._batch = self._batch, []
-        node = self.raft
+        node = self.core
         if not batch:
             return
         if not node.is_leader:
@@ -506,7 +506,7 @@ class RaftTxnSink:
                                          "no metadata leader within the request timeout"))
             if not self._forwards:
                 continue
-            node = self.raft
+            node = self.core
             if node.is_leader:
                 self._batch.extend(self._forwards)
                 self._forwards.clear()
@@ -570,7 +570,7 @@ class RaftTxnSink:
             if isinstance(sids, list) and self.on_touch is not None:
                 self.on_touch([s for s in sids if isinstance(s, int)])
             return MdForwardResponse(error_code=0)
-        if not self.raft.is_leader:
+        if not self.core.is_leader:
             return MdForwardResponse(error_code=int(ErrorCode.NOT_QUORUM_LEADER))
         if req.op not in FORWARDABLE or not isinstance(req.args, dict) or not isinstance(
                 req.session, int):
@@ -585,7 +585,7 @@ class RaftTxnSink:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.tick_ms / 1000)
-            node = self.raft
+            node = self.core
             if not self._touched or node.is_leader or node.leader is None:
                 continue
             sids, self._touched = sorted(self._touched), set()
@@ -618,7 +618,7 @@ class RaftTxnSink:
             fut: asyncio.Future[int] = loop.create_future()
             self._reads[ctx] = fut
             changed = self._leader_changed
-            self._run(self.raft.read_index(ctx, loop.time()))
+            self._run(self.core.read_index(ctx, loop.time()))
             try:
                 async with asyncio.timeout(max(0.0, min(attempt, deadline - loop.time()))):
                     index = await fut
