@@ -74,23 +74,6 @@ def check_artifacts(artifacts: dict[str, bytes]) -> dict[str, bytes]:
     return out
 
 
-def rescale(graph: JobGraph, parallelism: int) -> None:
-    """Give the vertices that run at the graph's default parallelism ``parallelism``
-    instead (what a parallelism given at submission means for a built graph)."""
-    default = int(graph.config.get("parallelism.default", 0) or 0)
-    if parallelism < 1:
-        raise ValueError(f"parallelism must be at least 1, got {parallelism}")
-    if default and default != parallelism:
-        for v in graph.vertices:
-            if v.parallelism == default:
-                if parallelism > v.max_parallelism:
-                    raise ValueError(f"parallelism {parallelism} is above the max "
-                                     f"parallelism {v.max_parallelism} of {v.name!r}")
-                v.parallelism = parallelism
-        graph.config["parallelism.default"] = parallelism
-        graph.validate()
-
-
 class JobManager:
     """See the module docstring. ``await start()``, ``await serve(stop_event)``."""
 
@@ -333,10 +316,12 @@ class JobManager:
         if savepoint_path:
             raise ValueError("starting a job from a savepoint is not supported by this "
                              "JobManager yet")
+        # ``parallelism`` was applied when the graph was built (as the default under the
+        # job's own settings): a built graph is run as it is
+        if parallelism is not None and int(parallelism) < 1:
+            raise ValueError(f"parallelism must be at least 1, got {parallelism}")
         try:
             graph = JobGraph.from_bytes(bytes(job_graph))
-            if parallelism is not None:
-                rescale(graph, int(parallelism))
         except GraphError as e:
             raise ValueError(str(e)) from None
         files = check_artifacts(dict(graph.user_artifacts))
@@ -344,8 +329,8 @@ class JobManager:
         jid = graph.job_id
         if not jid or jid in self.jobs or self.archive.get(jid) is not None:
             jid = uuid.uuid4().hex
-        data = graph.to_bytes() if parallelism is not None else bytes(job_graph)
-        master = JobMaster(self, graph, data, files, jid, restart_strategy(graph.config),
+        master = JobMaster(self, graph, bytes(job_graph), files, jid,
+                           restart_strategy(graph.config),
                            cancel_timeout_s=self.cfg.cancel_timeout_ms / 1000,
                            program_args=program_args)
         self.jobs[jid] = master
