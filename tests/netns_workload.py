@@ -17,6 +17,7 @@ Record values are ``{"w": <writer>, "s": <seq>}`` JSON, so several producers can
 
 ``create`` makes a topic and ``describe`` prints its partitions (leader, epoch, replicas,
 ISR) as one JSON object; both print ``{"error": <code name>, "message": ...}`` on failure.
+``md-leader`` prints which node each metadata quorum member takes for its leader.
 
 Both stop by themselves: ``produce`` after ``--duration`` seconds (or on SIGTERM), ``consume``
 when every partition is read or ``--timeout`` passes (exit status 3).
@@ -198,6 +199,33 @@ async def _describe(a: argparse.Namespace) -> int:
     return 0
 
 
+async def _md_leader(a: argparse.Namespace) -> int:
+    """Print {address: leader id or null} as each metadata node sees it (resuming a session
+    that never existed creates nothing)."""
+    from moldau.clients.protocol.messages import MdConnectRequest
+    from moldau.clients.rpc import Connection, parse_hostports
+
+    async def seen_by(host: str, port: int) -> int | None:
+        conn = Connection(host, port)
+        try:
+            await conn.connect(timeout=1.0)
+            resp = await conn.request(MdConnectRequest(timeout_ms=1000, session_id=1),
+                                      timeout=2.0)
+            return int(resp.leader) if resp.leader else None
+        except (OSError, TimeoutError, ConnectionError, ValueError):
+            return None
+        except Exception as e:  # the protocol's own errors: this node can't tell
+            print(f"{host}:{port}: {e!r}", file=sys.stderr)
+            return None
+        finally:
+            await conn.close()
+
+    addrs = parse_hostports(a.servers, 2181)
+    seen = await asyncio.gather(*(seen_by(h, p) for h, p in addrs))
+    print(json.dumps({f"{h}:{p}": s for (h, p), s in zip(addrs, seen, strict=True)}))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="netns_workload.py")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -234,7 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     de.add_argument("--bootstrap", required=True)
     de.add_argument("--topic", required=True)
     de.add_argument("--request-timeout-ms", type=int, default=3000)
+    ml = sub.add_parser("md-leader")
+    ml.add_argument("--servers", required=True, help="metadata nodes HOST:PORT,...")
     a = ap.parse_args(argv)
+    if a.cmd == "md-leader":
+        return asyncio.run(_md_leader(a))
     if a.cmd == "create":
         return asyncio.run(_create(a))
     if a.cmd == "describe":

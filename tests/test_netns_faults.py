@@ -12,6 +12,7 @@ producer). Recovery times are printed (run with ``-s`` to see them).
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import signal
 import subprocess
@@ -319,3 +320,98 @@ def test_a_rolling_restart_under_load_loses_nothing_acknowledged(cluster: Cluste
               f"{time.monotonic() - start:.2f}s")
         prod.wait_acked(100, 15, after=time.time())
     check([prod.stop()], cluster.consume_all(), prod.idempotent)
+
+
+@dataclass
+class QuorumCluster:
+    cluster: Cluster
+    md_hosts: dict[int, Host]
+    md: dict[int, DaemonProcess]
+
+    @property
+    def servers(self) -> str:
+        return ",".join(f"{h.address}:2181" for h in self.md_hosts.values())
+
+    def md_leader(self, among: Iterable[int] | None = None) -> int:
+        """The metadata leader the running nodes ``among`` agree on, or 0."""
+        ids = list(among) if among is not None else [i for i, d in self.md.items()
+                                                     if d.alive()]
+        r = self.cluster.workload("md-leader", "--servers", self.servers)
+        try:
+            seen = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            return 0
+        views = {seen[f"{self.md_hosts[i].address}:2181"] for i in ids}
+        return int(views.pop()) if len(views) == 1 and None not in views else 0
+
+
+@pytest.fixture
+def quorum_cluster(make_network: Callable[..., Network]) -> QuorumCluster:
+    """Three metadata nodes (h1-h3) in a quorum, brokers 1-3 on h4-h6, clients on h7."""
+    net = make_network(7)
+    md_hosts = {i: net.hosts[i - 1] for i in (1, 2, 3)}
+    peers = ",".join(f"{i}={h.address}:2888" for i, h in md_hosts.items())
+    md = {i: h.metadata(extra=["--id", str(i), "--peers", peers])
+          for i, h in md_hosts.items()}
+    zookeeper = ",".join(d.address for d in md.values())
+    extra: list[str] = []
+    # sessions must outlive a metadata leader election
+    for k, v in {**BROKER_OVERRIDES, "zookeeper.session.timeout.ms": "6000"}.items():
+        extra += ["--override", f"{k}={v}"]
+    c = Cluster(net, net.hosts[6], {1: net.hosts[3], 2: net.hosts[4], 3: net.hosts[5]})
+    for b, h in c.broker_hosts.items():
+        c.brokers[b] = h.broker(b, zookeeper, extra=extra)
+    r = c.workload("create", "--bootstrap", c.bootstrap(), "--topic", TOPIC,
+                   "--partitions", str(PARTITIONS), "--replication-factor", "3",
+                   "--config", "min.insync.replicas=2")
+    assert r.returncode == 0, f"topic creation failed: {r.stdout}{r.stderr}"
+    c.wait_in_sync(20)
+    return QuorumCluster(c, md_hosts, md)
+
+
+def longest_pause(events: list[dict[str, Any]], start: float, end: float) -> float:
+    """The longest time without any acknowledgement between ``start`` and ``end``."""
+    times = sorted(e["t"] for e in events if e.get("ev") == "ack" and start <= e["t"] <= end)
+    points = [start, *times, end]
+    return max(b - a for a, b in itertools.pairwise(points))
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.slow
+def test_killing_the_metadata_leader_keeps_the_cluster_serving(
+        quorum_cluster: QuorumCluster) -> None:
+    q, c = quorum_cluster, quorum_cluster.cluster
+    prod = c.producer("main")
+    prod.wait_acked(300, 20)
+    old = wait_for(q.md_leader, 10, "an agreed metadata leader")
+    q.md[old].kill()
+    fault_at = time.time()
+
+    rest = [i for i in q.md if i != old]
+    new = wait_for(lambda: (lead := q.md_leader(rest)) != old and lead, 10,
+                   "a new metadata leader")
+    elected = time.time() - fault_at
+    rec = wait_for(lambda: recovery_seconds(prod.events(), fault_at, range(PARTITIONS)),
+                   12, "producing to every partition after the metadata leader died")
+    assert rec <= 10.0
+    # consuming works on the failed-over cluster
+    acked_before = prod.acked()
+    mid = c.consume_all()
+    assert sum(1 for r in mid if "ev" not in r) >= acked_before
+    # and so does creating a topic, which writes to the metadata quorum
+    created = wait_for(
+        lambda: c.workload("create", "--bootstrap", c.bootstrap(), "--topic", "after",
+                           "--partitions", "2", "--replication-factor", "3"
+                           ).returncode == 0, 20, "a topic created after the failover")
+    assert created
+    pause = longest_pause(prod.events(), fault_at - 1.0, time.time())
+    print(f"metadata leader {old} SIGKILLed: node {new} leads after {elected:.2f}s; "
+          f"new records acknowledged on every partition after {rec:.2f}s; longest pause in "
+          f"acknowledgements {pause:.2f}s; topic created after the failover")
+    assert pause <= 10.0
+
+    q.md[old].start()
+    wait_for(lambda: q.md_leader() > 0, 15,
+             f"metadata node {old} back, agreeing with the others on the leader")
+    prod.wait_acked(200, 15, after=time.time())
+    check([prod.stop()], c.consume_all(), prod.idempotent)
