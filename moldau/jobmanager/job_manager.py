@@ -233,7 +233,7 @@ class JobManager:
                 state = str(t[0])
                 if state in ("RUNNING", "FINISHED", "CANCELED", "FAILED") \
                         and state != ev.state.value:
-                    master.update_task(eid, state, None, None)
+                    master.update_task(eid, state, t[5] if len(t) > 5 else None, None)
         return TmHeartbeatResponse(error_code=0)
 
     def _tm_lost(self, tm_id: str, silent_ms: int) -> None:

@@ -103,8 +103,12 @@ class TaskExecutor:
         self.jm_instance = ""
         self.heartbeat_interval = 1.0
         self.registered = asyncio.Event()
-        # execution id -> [job id, state, metrics..., ended at] of tasks that ended lately
+        # execution id -> [job id, state, metrics..., error, ended at] of tasks that ended
+        # lately
         self.recent: dict[str, list[Any]] = {}
+        # execution id -> state updates on their way: the heartbeat leaves those tasks out,
+        # so it never overtakes the update that carries the failure's traceback
+        self.in_flight: dict[str, int] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._updates: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -224,32 +228,42 @@ class TaskExecutor:
         for eid in [e for e, t in self.recent.items() if now - t[-1] > RECENT_TERMINAL_S]:
             del self.recent[eid]
         out = {eid: t[1:-1] for eid, t in self.recent.items()}
-        out.update(self.slot_table.task_states())
+        for eid, t in self.slot_table.task_states().items():
+            if eid not in self.recent:
+                out[eid] = t
+        for eid in self.in_flight:
+            out.pop(eid, None)
         return out
 
     def _on_task_state(self, job_id: str, execution_id: str, state: str, error: str | None,
                        metrics: list[int] | None) -> None:
         if state in TERMINAL:
             self.recent[execution_id] = [job_id, state, *(metrics or [0, 0, 0, 0])[:4],
-                                         time.monotonic()]
+                                         error, time.monotonic()]
         req = UpdateTaskStateRequest(tm_id=self.tm_id, job_id=job_id,
                                      execution_id=execution_id, state=state, error=error,
                                      metrics=list(metrics) if metrics else None)
+        self.in_flight[execution_id] = self.in_flight.get(execution_id, 0) + 1
         task = asyncio.get_running_loop().create_task(self._send_update(req))
         self._updates.add(task)
         task.add_done_callback(self._updates.discard)
 
     async def _send_update(self, req: UpdateTaskStateRequest) -> None:
         # a lost update is not lost for good: the heartbeat carries every task's state
-        for _ in range(3):
-            jm = self.jm
-            if jm is not None and jm.is_open:
-                try:
-                    await jm.request(req, timeout=10.0)
-                    return
-                except (OSError, MoldauError, TimeoutError):
-                    pass
-            await asyncio.sleep(0.5)
+        try:
+            for _ in range(3):
+                jm = self.jm
+                if jm is not None and jm.is_open:
+                    try:
+                        await jm.request(req, timeout=10.0)
+                        return
+                    except (OSError, MoldauError, TimeoutError):
+                        pass
+                await asyncio.sleep(0.5)
+        finally:
+            n = self.in_flight.pop(req.execution_id, 1) - 1
+            if n > 0:
+                self.in_flight[req.execution_id] = n
 
     # requests of the JobManager -----------------------------------------------------------------
 

@@ -587,7 +587,8 @@ class RegisterTaskManagerResponse(Message):
 @dataclass(frozen=True, slots=True)
 class TmHeartbeatRequest(Message):
     """``slots`` as in registration; ``tasks``: execution id -> ``[state, records_in,
-    records_out, bytes_in, bytes_out]`` of every task the TaskManager still knows."""
+    records_out, bytes_in, bytes_out]`` (and the error of a task that ended, if any) of
+    every task the TaskManager still knows."""
 
     API: ClassVar[Api] = Api.TM_HEARTBEAT
     tm_id: str
