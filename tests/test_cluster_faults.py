@@ -225,3 +225,31 @@ async def test_taskmanager_registers_again_with_a_restarted_jobmanager(
         e.from_collection([1, 2, 3]).add_sink(lambda v: None)
         after = await client.run(e.get_job_graph("after").to_bytes())
         await client.wait_state(after, "FINISHED", timeout=30)
+
+
+@pytest.mark.timeout(60)
+async def test_a_taskmanager_declared_lost_comes_back_clean(procs: Processes) -> None:
+    jm = start_jobmanager(procs, heartbeat_timeout_ms=2000)
+    tm = start_taskmanager(procs, jm, "tm-1", slots=1)
+    async with JobClient(jm.address) as client:
+        e = StreamExecutionEnvironment.get_execution_environment()
+        e.add_source(Forever(), "forever").add_sink(lambda v: None)
+        jid = await client.run(e.get_job_graph("frozen").to_bytes())
+        await client.wait_running(jid)
+        [pid] = await slot_pids(client, tm_id(tm))
+        tm.signal(signal.SIGSTOP)  # silent, not dead: its slot process keeps running
+        try:
+            await client.wait_state(jid, "FAILED", timeout=10)
+        finally:
+            tm.signal(signal.SIGCONT)
+        root = (await client.query("job_exceptions", jid))["root-exception"]
+        assert "lost (no heartbeat for" in root
+        # back: it learns it was forgotten, drops the failed job's tasks, registers again
+        deadline = time.monotonic() + 15
+        while alive(pid) or (await client.query("overview"))["slots-available"] != 1:
+            assert time.monotonic() < deadline, "the TaskManager did not come back clean"
+            await asyncio.sleep(0.2)
+        e = StreamExecutionEnvironment.get_execution_environment()
+        e.from_collection([1, 2, 3]).add_sink(lambda v: None)
+        ok = await client.run(e.get_job_graph("after").to_bytes())
+        await client.wait_state(ok, "FINISHED", timeout=30)

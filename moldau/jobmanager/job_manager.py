@@ -93,6 +93,9 @@ class JobManager:
         self.rest_error: str | None = None
         self.rpc_address: tuple[str, int] = ("", 0)
         self._background: set[asyncio.Task[Any]] = set()
+        # (TaskManager, job) -> when the JobManager last told it to cancel a job it still
+        # runs although the job is over here
+        self._zombie_cancels: dict[tuple[str, str], float] = {}
         self._loops: list[asyncio.Task[None]] = []
         self.started_at = now_ms()
 
@@ -217,6 +220,18 @@ class JobManager:
                                        error_message="unknown TaskManager: register")
         info.last_heartbeat = time.time()
         info.slots = list(req.slots)
+        now = time.monotonic()
+        for s in req.slots:
+            job = s.get("job_id")
+            if job and job not in self.jobs:
+                key = (req.tm_id, str(job))
+                if now - self._zombie_cancels.get(key, -1e9) > 10.0:
+                    if len(self._zombie_cancels) > 1000:
+                        self._zombie_cancels.clear()
+                    self._zombie_cancels[key] = now
+                    log.info("TaskManager %s still runs tasks of job %s, which is over: "
+                             "canceling them", req.tm_id, job)
+                    self.spawn(self.registry.cancel_tasks(req.tm_id, str(job)))
         for s in req.slots:
             self.pool.update_address(req.tm_id, int(s["index"]),
                                      str(s.get("data_host") or info.host),

@@ -208,7 +208,10 @@ class TaskExecutor:
                 slots=self._slots(), tasks=self._task_report()),
                 timeout=max(5.0, self.heartbeat_interval * 3))
             if resp.error_code == ErrorCode.UNKNOWN_MEMBER_ID:
-                log.info("the JobManager does not know this TaskManager: registering again")
+                # declared lost: the JobManager failed our tasks' jobs already
+                log.info("the JobManager does not know this TaskManager: canceling its "
+                         "tasks and registering again")
+                self.slot_table.cancel_all()
                 await self._connect_and_register()
             elif resp.error_code:
                 raise MoldauError(resp.error_code, resp.error_message or "heartbeat refused")
