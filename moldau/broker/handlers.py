@@ -188,10 +188,10 @@ class BrokerHandler:
             for i, p in enumerate(parts):
                 if entries[i][1] != _UNKNOWN:
                     continue
-                done, entry = self.replicas.append(topic, p[0], p[1], acks)
+                waiting, entry = self.replicas.append(topic, p[0], p[1], acks)
                 entries[i] = entry
-                if done is not None:
-                    appended.append(done)
+                if waiting is not None:
+                    appended.append(waiting)
 
     # ------------------------------------------------------------------ fetch
 

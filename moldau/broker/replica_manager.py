@@ -183,8 +183,9 @@ class ReplicaManager:
 
     def _apply_state(self, part: Partition, replicas: tuple[int, ...],
                      state: PartitionState | None, version: int) -> None:
+        isr: tuple[int, ...] = ()
         if state is None:
-            leader, epoch, isr = -1, -1, ()
+            leader, epoch = -1, -1
         else:
             leader, epoch, isr = state.leader, state.leader_epoch, state.isr
         if 0 <= version < part.state_version or epoch < part.leader_epoch:
@@ -291,7 +292,8 @@ class ReplicaManager:
             # a retry of batches this leader already has: answer with where they are
             last = headers[-1]
             required = duplicates[-1] + last.last_offset_delta + 1
-            entry = [partition, _NONE, duplicates[0], -1, plog.log_start_offset, None]
+            entry: list[Any] = [partition, _NONE, duplicates[0], -1, plog.log_start_offset,
+                                None]
             if len(duplicates) > 1:
                 entry.append(duplicates)
             return Appended(part, entry, required, epoch), entry
@@ -299,7 +301,7 @@ class ReplicaManager:
         if duplicates:
             assert headers is not None
             skip = sum(h.size for h in headers[:len(duplicates)])
-            data = memoryview(records)[skip:]
+            data = records[skip:]
         try:
             info = plog.append(data, epoch)
         except CorruptRecordError as e:
@@ -323,7 +325,8 @@ class ReplicaManager:
         part.maybe_advance_high_watermark()
         part.wake()
         first = offsets[0] if offsets else info.base_offset
-        entry = [partition, _NONE, first, info.log_append_time, plog.log_start_offset, None]
+        entry = [partition, _NONE, first, info.log_append_time, plog.log_start_offset,
+                 None]
         if duplicates:
             entry.append(offsets)
         return Appended(part, entry, info.last_offset + 1, epoch), entry
@@ -463,7 +466,7 @@ class ReplicaManager:
                 # persisted before the batches it describes are written
                 cache.assign(h.partition_leader_epoch, h.base_offset)
         try:
-            part.log.append_as_follower(data if cut == len(data) else memoryview(data)[:cut])
+            part.log.append_as_follower(data if cut == len(data) else data[:cut])
         except (UnexpectedAppendOffsetError, CorruptRecordError, StorageError) as e:
             log.warning("%s: cannot append what leader %d sent: %s; truncating again",
                         part.name, part.leader, e)

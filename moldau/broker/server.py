@@ -22,6 +22,7 @@ import contextlib
 import logging
 import socket
 import time
+from typing import Any
 
 from moldau.broker.admin_manager import AdminManager
 from moldau.broker.config import BrokerConfig
@@ -173,7 +174,7 @@ class BrokerServer:
         if not await self.cache.wait_until(handed_over, CONTROLLED_SHUTDOWN_WAIT):
             log.warning("controlled shutdown: some leaderships did not move in time")
 
-    async def _ask_controller(self, me: int, epoch: int) -> tuple[int, list[list[object]]]:
+    async def _ask_controller(self, me: int, epoch: int) -> tuple[int, list[list[Any]]]:
         assert self.controller is not None
         controller = self.cache.controller_id
         if controller == me:
