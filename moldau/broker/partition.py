@@ -115,6 +115,7 @@ class Partition:
         cache = self.leader_epochs
         if cache.load():
             cache.truncate_from_end(plog.log_end_offset)
+            cache.truncate_from_start(plog.log_start_offset)
         elif plog.log_end_offset > plog.log_start_offset:
             cache.rebuild((h.partition_leader_epoch, h.base_offset)
                           for h in self.scan_headers(plog.log_start_offset))
@@ -187,9 +188,15 @@ class Partition:
                    now: float) -> None:
         """A new committed ISR (same leader and epoch): the controller dropped a dead
         broker, or this leader's own change came back through the watch."""
+        dropped = [r for r in self.isr if r not in isr and r != self.broker_id]
         self.replicas = replicas
         self.isr = isr
         self.state_version = version
+        for r in dropped:
+            # what it fetched before it left (it may be dead) must not bring it back: only
+            # a fetch from now on counts
+            if r in self.followers:
+                self.followers[r] = FollowerState(0.0)
         if self.isr_pending:
             self.maximal_isr = tuple(r for r in replicas
                                      if r in isr or r in self.maximal_isr)
@@ -226,10 +233,10 @@ class Partition:
     def qualifies(self, f: FollowerState) -> bool:
         return f.leo >= self.log.high_watermark and f.leo >= self.leader_epoch_start_offset
 
-    def joining(self) -> list[int]:
-        """Followers outside the ISR that have caught up."""
+    def joining(self, now: float, lag: float) -> list[int]:
+        """Followers outside the ISR that have caught up, fetching within ``lag``."""
         return [r for r, f in self.followers.items()
-                if r not in self.isr and self.qualifies(f)]
+                if r not in self.isr and self.qualifies(f) and now - f.last_fetch_time <= lag]
 
     def out_of_sync(self, now: float, lag: float) -> list[int]:
         """ISR members that have not caught up with the log end for ``lag`` seconds."""

@@ -108,6 +108,7 @@ class ReplicaFetcher:
         self._conn: Connection | None = None
         self._conn_address = ""
         self._task: asyncio.Task[None] | None = None
+        self._round = 0
         cfg = manager.config
         self.backoff = cfg.replica_fetch_backoff_ms / 1000
         self.max_wait_ms = cfg.replica_fetch_wait_max_ms
@@ -278,7 +279,12 @@ class ReplicaFetcher:
         replicas = manager.replicas
         topics: dict[str, list[list[int]]] = {}
         sent: dict[Key, tuple[Partition, int, int]] = {}
-        for key, part in parts.items():
+        # a different partition first each round: only the first one is sure to get a
+        # batch larger than what is left of the response budget
+        order = list(parts.items())
+        self._round += 1
+        k = self._round % len(order)
+        for key, part in order[k:] + order[:k]:
             offset = part.log.log_end_offset
             topics.setdefault(key[0], []).append(
                 [key[1], offset, cfg.replica_fetch_max_bytes, part.leader_epoch])

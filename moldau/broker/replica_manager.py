@@ -513,7 +513,7 @@ class ReplicaManager:
             now = time.monotonic()
             for part in self.all_partitions():
                 if part.is_leader and not part.isr_pending and (
-                        part.out_of_sync(now, self.lag) or part.joining()):
+                        part.out_of_sync(now, self.lag) or part.joining(now, self.lag)):
                     self._request_isr_update(part)
 
     async def _update_isr(self, part: Partition) -> None:
@@ -529,7 +529,7 @@ class ReplicaManager:
                     return
                 now = time.monotonic()
                 remove = set(part.out_of_sync(now, self.lag))
-                add = set(part.joining())
+                add = set(part.joining(now, self.lag))
                 if not add and not remove:
                     return
                 # members being added count for the high watermark from now on

@@ -7,12 +7,12 @@ Start: open the logs (recovery), listen, open the metadata session and register
 leaders of the partitions it does not lead), start the ISR maintenance, campaign for the
 controller, then report ready.
 
-Shutdown (on the trigger): controlled shutdown (ask the controller to move this broker's
-leaderships to other in-sync replicas, and wait until this broker has seen it), stop the
-replica fetchers, stop accepting, answer parked consumer fetches, drain in-flight requests
-for a grace period (followers keep fetching meanwhile, so acks=all produces complete), stop
-the controller and the ISR maintenance, flush and close every log, close the metadata
-session (the registration disappears at once).
+Shutdown (on the trigger): stop the replica fetchers; controlled shutdown (ask the
+controller to move this broker's leaderships to other in-sync replicas and take it out of
+the ISRs, and wait until this broker has seen it); stop accepting; answer parked consumer
+fetches; drain in-flight requests for a grace period (followers keep fetching meanwhile, so
+acks=all produces complete); stop the controller and the ISR maintenance; flush and close
+every log; close the metadata session (the registration disappears at once).
 """
 
 from __future__ import annotations
@@ -116,13 +116,15 @@ class BrokerServer:
     async def stop(self) -> None:
         t0 = time.monotonic()
         log.info("broker %d shutting down", self.config.broker_id)
+        # first stop copying: a fetch arriving at a leader after the controller took this
+        # broker out of its ISR would bring it back in
+        if self.fetchers is not None:
+            await self.fetchers.stop()
         if self.config.controlled_shutdown_enable:
             try:
                 await self._controlled_shutdown()
             except Exception:
                 log.exception("controlled shutdown failed; stopping anyway")
-        if self.fetchers is not None:
-            await self.fetchers.stop()
         if self.rpc is not None:
             self.rpc.stop_accepting()
         if self.replicas is not None:
