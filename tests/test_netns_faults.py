@@ -1,6 +1,7 @@
 """Network and process faults on a replicated cluster spread over hosts (network namespaces).
 
-Layout: the metadata service on h1, brokers 1-3 on h2-h4, clients on h5. Topic ``events``
+Layout: the metadata service on h1, brokers 1-3 on h2-h4, clients on h5 (for the metadata
+quorum test: three metadata nodes on h1-h3, brokers on h4-h6, clients on h7). Topic ``events``
 has 3 partitions, replication factor 3, ``min.insync.replicas=2``; producers use
 ``acks=all`` and put (writer, sequence number) in every value, logging each acknowledged
 (partition, offset, seq) to a file (see netns_workload.py). The invariant checked after
