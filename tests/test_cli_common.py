@@ -113,17 +113,18 @@ def stderr_of(p: subprocess.Popen[bytes]) -> str:
 # --------------------------------------------------------------------------- tests
 
 
-def test_help_is_fast_and_lists_the_commands() -> None:
-    moldau("--help")  # warm the file cache
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.monotonic()
-        r = moldau("--help")
-        best = min(best, time.monotonic() - t0)
-        assert r.returncode == 0
-    for cmd in ("topics", "console-producer", "console-consumer", "metadata", "broker", "local"):
+def test_help_lists_the_commands_without_importing_them() -> None:
+    r = moldau("--help")
+    assert r.returncode == 0
+    for cmd in ("topics", "console-producer", "console-consumer", "metadata", "broker", "local",
+                "jobmanager", "taskmanager", "run", "list", "cancel", "info"):
         assert cmd in r.stdout
-    assert best < 0.3, f"moldau --help took {best:.3f} s"
+    # start-up stays cheap: the top-level help imports no client, daemon or stream module
+    code = ("import sys; from moldau.clients.cli.main import build_parser; "
+            "build_parser(''); print(sorted(m for m in sys.modules if m.startswith('moldau')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "moldau.clients.producer" not in out and "moldau.clients.stream" not in out, out
 
 
 def test_version() -> None:
@@ -146,6 +147,10 @@ def test_broker_help_is_the_brokers_own() -> None:
     r = moldau("broker", "--help")
     assert r.returncode == 0, r.stderr
     assert "--broker-id" in r.stdout
+    r = moldau("jobmanager", "--help")
+    assert r.returncode == 0 and "--rest" in r.stdout, r.stderr
+    r = moldau("taskmanager", "--help")
+    assert r.returncode == 0 and "--slots" in r.stdout, r.stderr
     r = moldau("metadata", "--help")
     assert r.returncode == 0, r.stderr
     assert "--data-dir" in r.stdout and "moldau metadata ls" in r.stdout

@@ -18,6 +18,9 @@ from moldau.clients.cli.base import CliError, check_reachable, child_env, split_
 
 BROKER_MODULE = "moldau.broker"
 METADATA_MODULE = "moldau.broker.metadata"
+# daemons that take every argument themselves
+EXEC_MODULES = {"broker": BROKER_MODULE, "jobmanager": "moldau.jobmanager",
+                "taskmanager": "moldau.taskmanager"}
 INSPECT_COMMANDS = ("ls", "get", "stat")
 DEFAULT_ZOOKEEPER = "127.0.0.1:2181"
 
@@ -37,8 +40,8 @@ def passthrough(argv: Sequence[str]) -> int | None:
     """Exec the daemon when ``argv`` names one; None when argparse should handle argv."""
     if not argv:
         return None
-    if argv[0] == "broker":
-        exec_module(BROKER_MODULE, argv[1:])
+    if argv[0] in EXEC_MODULES:
+        exec_module(EXEC_MODULES[argv[0]], argv[1:])
     if argv[0] == "metadata":
         rest = list(argv[1:])
         if rest and rest[0] in INSPECT_COMMANDS:

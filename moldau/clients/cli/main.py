@@ -26,6 +26,8 @@ COMMANDS: tuple[tuple[str, tuple[str, ...], str | None, str], ...] = (
     ("console-consumer", ("consume",), "console_consumer",
      "print the records of a topic as they arrive (kafka-console-consumer.sh)"),
     ("broker", (), None, "run a broker daemon (moldau broker --help for its options)"),
+    ("jobmanager", (), None, "run a JobManager daemon (moldau jobmanager --help)"),
+    ("taskmanager", (), None, "run a TaskManager daemon (moldau taskmanager --help)"),
     ("metadata", (), "daemons",
      "inspect the metadata tree (ls/get/stat), or run a metadata node"),
     ("local", (), "local", "run an embedded cluster on this machine (start, status, stop, "
