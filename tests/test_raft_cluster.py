@@ -223,7 +223,7 @@ async def test_restarted_node_catches_up_through_a_snapshot(procs: Processes) ->
     q = Quorum(procs, extra=["--snapshot-every", "20"]).start_all()
     leader = await q.leader()
     follower = next(i for i in q.ids if i != leader)
-    async with MetadataClient(q.connect_string) as c:
+    async with MetadataClient(",".join(q.address(i) for i in q.ids if i != follower)) as c:
         await c.create("/s")
         q.nodes[follower].kill()
         for i in range(100):  # several snapshots while it is away: its entries are gone
@@ -311,6 +311,10 @@ async def test_five_nodes_started_by_the_cli_survive_two_failures(procs: Process
     for i in q.ids:
         if not q.nodes[i].alive():
             q.start(i)
+    async with MetadataClient(q.connect_string, session_timeout_ms=4000) as c:
+        # once this commits, whatever came before it in the log (the refused write, if a
+        # leader had logged it) is decided, so every node's view is final
+        await retrying(lambda: create_idempotent(c, "/settled"), timeout=20)
     views = [await node_view(q, i) for i in q.ids]
     assert all(v == views[0] for v in views)
     assert views[0]["/five"][0] in (b"10", b"lost")  # that write's outcome was unknown
