@@ -319,3 +319,35 @@ async def test_rolling_restart_under_load_loses_nothing(procs: Processes) -> Non
     assert load.failed == []
     check_exactly_once(load, await read_back(cluster.bootstrap, topic, 3))
     await identical_logs(cluster, topic, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_random_kills_and_restarts_soak(procs: Processes) -> None:
+    """One broker at a time is SIGKILLed or SIGTERMed at random and brought back, eight
+    times, under continuous idempotent acks=all load."""
+    seed = random.randrange(1 << 30)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    cluster = await Cluster(procs).start()
+    topic = "soak"
+    async with Admin(cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic(topic, 4, 3, {"min.insync.replicas": "2"})])
+        await wait_for(admin, topic, full_isr, what="full ISR")
+        load = await Load(cluster.bootstrap, topic, 4).start()
+        for _ in range(8):
+            await load.wait_acked(rng.randint(100, 1000))
+            b = rng.choice([1, 2, 3])
+            if rng.random() < 0.5:
+                cluster.kill(b)
+            else:
+                await cluster.stop(b)
+            await asyncio.sleep(rng.uniform(0, 3))
+            await load.wait_acked(200, timeout=30)
+            await cluster.start_broker(b)
+            await wait_for(admin, topic, full_isr, timeout=30, what=f"broker {b} in sync")
+        await load.wait_acked(500)
+        await load.stop()
+    assert load.failed == []
+    check_exactly_once(load, await read_back(cluster.bootstrap, topic, 4))
+    await identical_logs(cluster, topic, 4)
