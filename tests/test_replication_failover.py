@@ -197,11 +197,13 @@ async def test_two_of_three_down_with_min_insync_two(procs: Processes) -> None:
         # acks=1 still works there (Kafka's semantics), the producer library says why it
         # cannot deliver acks=all
         assert (await produce_raw(conn, topic, b"acks-one", acks=1))[1] == 0
-        async with Producer(cluster.bootstrap, acks="all", delivery_timeout_ms=1500,
-                            retry_backoff_ms=100) as producer:
-            with pytest.raises(MoldauError) as info:
-                await producer.send_and_wait(topic, b"refused-too")
-            assert info.value.code == ErrorCode.NOT_ENOUGH_REPLICAS
+        impatient = Producer(cluster.bootstrap, acks="all", delivery_timeout_ms=1500,
+                             retry_backoff_ms=100)
+        await impatient.start()
+        with pytest.raises(MoldauError) as info:
+            await impatient.send_and_wait(topic, b"refused-too")
+        assert info.value.code == ErrorCode.NOT_ENOUGH_REPLICAS
+        pid = impatient.producer_id
         # nothing acknowledged is lost, and it resumes when one broker returns
         async with Producer(cluster.bootstrap, acks="all", delivery_timeout_ms=60000,
                             retry_backoff_ms=100) as producer:
@@ -210,13 +212,55 @@ async def test_two_of_three_down_with_min_insync_two(procs: Processes) -> None:
             assert not pending.done()
             await cluster.start_broker(2)
             meta = await asyncio.wait_for(pending, 30)
+        # the refused batch surely was not appended: the same producer id goes on, its
+        # sequence wound back over the gap
+        last = await impatient.send_and_wait(topic, b"last")
+        assert impatient.producer_id == pid
+        await impatient.stop()
         await conn.close()
     got = (await read_back(f"127.0.0.1:{cluster.ports[3]}", topic, 1))[0]
     values = [v for _, v in got]
     assert values[:50] == [b"before-%d" % i for i in range(50)]
     assert [m.offset for m in acked] == list(range(50))
-    assert values[-1] == b"after" and got[-1][0] == meta.offset
+    assert values[-2:] == [b"after", b"last"]
+    assert (got[-2][0], got[-1][0]) == (meta.offset, last.offset)
     assert b"refused" not in values and b"refused-too" not in values
+
+
+@pytest.mark.timeout(90)
+async def test_timed_out_batch_makes_the_producer_take_a_new_id(procs: Processes) -> None:
+    """A batch that fails for good after a timeout may or may not be in the log: the
+    producer cannot reuse its sequence numbers, so it takes a new producer id and goes on."""
+    cluster = await Cluster(procs, extra=["replica.lag.time.max.ms=60000"]).start()
+    topic = "ambiguous"
+    async with Admin(cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic(topic, 1, 3, {"min.insync.replicas": "2"},
+                                            replica_assignment={0: [1, 2, 3]})])
+        await wait_for(admin, topic, full_isr, what="full ISR")
+        producer = Producer(cluster.bootstrap, acks="all", request_timeout_ms=700,
+                            delivery_timeout_ms=1000, retry_backoff_ms=50)
+        await producer.start()
+        first = await producer.send_and_wait(topic, b"first")
+        pid = producer.producer_id
+        # the followers die; until their sessions end they stay in the ISR, so the next
+        # batch is appended but cannot commit in time
+        cluster.kill(2)
+        cluster.kill(3)
+        with pytest.raises(MoldauError) as info:
+            await producer.send_and_wait(topic, b"maybe")
+        assert info.value.code == ErrorCode.REQUEST_TIMED_OUT
+        await cluster.start_broker(2)
+        await wait_for(admin, topic, lambda d: set(d.partitions[0].isr) == {1, 2},
+                       timeout=20, what="ISR 1, 2")
+        then = await producer.send_and_wait(topic, b"then")
+        assert producer.producer_id != pid
+        await producer.stop()
+    got = (await read_back(cluster.bootstrap, topic, 1))[0]
+    values = [v for _, v in got]
+    # the timed-out batch was in the leader's log and got committed once the ISR shrank:
+    # acknowledged or not, it is there once, before what followed
+    assert values == [b"first", b"maybe", b"then"]
+    assert (got[0][0], got[-1][0]) == (first.offset, then.offset)
 
 
 @pytest.mark.timeout(120)
