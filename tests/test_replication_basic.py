@@ -147,3 +147,12 @@ async def test_consumers_never_see_records_above_the_high_watermark(procs: Proce
     answer = (await produce).topics[0][1][0]
     assert answer[1] == ErrorCode.REQUEST_TIMED_OUT
     await conn.close()
+
+
+async def test_topic_deletion_disabled_has_kafkas_error(procs: Processes) -> None:
+    cluster = await Cluster(procs, n=1, extra=["delete.topic.enable=false"]).start()
+    async with Admin(cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("kept", 1, 1)])
+        errors = await admin.delete_topics_results(["kept"])
+        assert errors["kept"] is not None
+        assert errors["kept"].code == ErrorCode.TOPIC_DELETION_DISABLED

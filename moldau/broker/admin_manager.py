@@ -309,7 +309,7 @@ class AdminManager:
         if not isinstance(name, str):
             raise AdminError(ErrorCode.INVALID_REQUEST, "topic name must be a string")
         if not self.config.delete_topic_enable:
-            raise AdminError(ErrorCode.INVALID_REQUEST,
+            raise AdminError(ErrorCode.TOPIC_DELETION_DISABLED,
                              "Topic deletion is disabled (delete.topic.enable=false).")
         client = self.listener.client
         if await client.exists(topic_path(name)) is None:
