@@ -226,3 +226,27 @@ def test_start_falls_back_to_free_ports(local_dir: Path) -> None:
         assert r.stdout == "1\n", r.stderr
     finally:
         held.close()
+
+
+@pytest.mark.timeout(180)
+def test_quorum_of_three_and_three_brokers_run_the_course_commands(local_dir: Path) -> None:
+    rc, _, err = _local(local_dir, "start", *_start_args(3), "--metadata-nodes", "3")
+    assert rc == 0, err
+    rec = json.loads((local_dir / "cluster.json").read_text())
+    assert [p["name"] for p in rec["processes"]] == [
+        "metadata-1", "metadata-2", "metadata-3", "broker-1", "broker-2", "broker-3"]
+    assert rec["zookeeper"].count(",") == 2
+    r = moldau("topics", "--create", "--zookeeper", rec["zookeeper"], "--replication-factor",
+               "3", "--partitions", "1", "--topic", "AWSKafkaTutorialTopic")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        r = moldau("topics", "--describe", "--zookeeper", rec["zookeeper"], "--topic",
+                   "AWSKafkaTutorialTopic")
+        if "Isr: " in r.stdout and len(r.stdout.split("Isr: ")[1].split()[0].split(",")) == 3:
+            break
+        assert time.monotonic() < deadline, r.stdout + r.stderr
+        time.sleep(0.5)
+    assert "ReplicationFactor: 3" in r.stdout
+    rc, _, err = _local(local_dir, "stop")
+    assert rc == 0, err

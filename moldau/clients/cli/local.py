@@ -68,16 +68,35 @@ class Role:
     role: str
     module: str
     count: Callable[[argparse.Namespace], int]
-    name: Callable[[int], str]
+    name: Callable[[int, argparse.Namespace], str]
     base_port: int
     port_option: str
     argv: Callable[[int, int, Path, dict[str, list[str]], argparse.Namespace], list[str]]
 
 
+def _free_port(host: str, preferred: int) -> int:
+    if port_free(host, preferred):
+        return preferred
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def _metadata_argv(index: int, port: int, data_dir: Path, started: dict[str, list[str]],
                    opts: argparse.Namespace) -> list[str]:
-    return ["--host", opts.host, "--port", str(port),
-            "--data-dir", str(data_dir / "metadata")]
+    n = int(getattr(opts, "metadata_nodes", 1) or 1)
+    if n == 1:
+        return ["--host", opts.host, "--port", str(port),
+                "--data-dir", str(data_dir / "metadata")]
+    # a quorum: every node needs every peer's address before the first one starts
+    if index == 0:
+        opts.metadata_peers = ",".join(
+            f"{i + 1}={opts.host}:{_free_port(opts.host, 2888 + i)}" for i in range(n))
+    return ["--id", str(index + 1), "--peers", opts.metadata_peers, "--host", opts.host,
+            "--port", str(port), "--data-dir", str(data_dir / f"metadata-{index + 1}")]
+
+
+
 
 
 def _broker_argv(index: int, port: int, data_dir: Path, started: dict[str, list[str]],
@@ -119,14 +138,16 @@ def _stream_processes(opts: argparse.Namespace) -> int:
 
 
 ROLES: tuple[Role, ...] = (
-    Role("metadata", "moldau.broker.metadata", lambda o: 1, lambda i: "metadata", 2181,
+    Role("metadata", "moldau.broker.metadata",
+         lambda o: int(o.metadata_nodes),
+         lambda i, o: "metadata" if o.metadata_nodes == 1 else f"metadata-{i + 1}", 2181,
          "metadata_port", _metadata_argv),
-    Role("broker", "moldau.broker", lambda o: int(o.brokers), lambda i: f"broker-{i + 1}",
+    Role("broker", "moldau.broker", lambda o: int(o.brokers), lambda i, o: f"broker-{i + 1}",
          9092, "broker_port", _broker_argv),
-    Role("jobmanager", "moldau.jobmanager", _stream_processes, lambda i: "jobmanager", 6123,
+    Role("jobmanager", "moldau.jobmanager", _stream_processes, lambda i, o: "jobmanager", 6123,
          "jobmanager_port", _jobmanager_argv),
     Role("taskmanager", "moldau.taskmanager", lambda o: int(getattr(o, "taskmanagers", 0) or 0),
-         lambda i: f"taskmanager-{i + 1}", 0, "taskmanager_port", _taskmanager_argv),
+         lambda i, o: f"taskmanager-{i + 1}", 0, "taskmanager_port", _taskmanager_argv),
 )
 
 
@@ -343,7 +364,7 @@ def start_cluster(opts: argparse.Namespace, data_dir: Path, *, quiet: bool = Fal
         try:
             for role in ROLES:
                 for i in range(role.count(opts)):
-                    name = role.name(i)
+                    name = role.name(i, opts)
                     port = _choose_port(role, i, opts)
                     argv = role.argv(i, port, data_dir, started, opts)
                     proc = spawn(role, name, argv, data_dir, opts.timeout)
@@ -418,6 +439,8 @@ def register(sub: Any, name: str, **kw: Any) -> None:
         data_dir_arg(q)
         q.add_argument("--brokers", type=int, default=1, metavar="N",
                        help="the number of brokers (default: 1)")
+        q.add_argument("--metadata-nodes", type=int, default=1, choices=(1, 3, 5),
+                       help="metadata nodes: 1, or a Raft quorum of 3 or 5 (default: 1)")
         q.add_argument("--partitions-default", type=int, default=None, metavar="N",
                        help="the brokers' num.partitions (partitions of a topic created "
                        "without --partitions)")
