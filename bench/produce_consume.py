@@ -258,6 +258,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="100,000 records")
     a = ap.parse_args()
+    # a SIGTERM (e.g. from `timeout`) unwinds through the finally that stops the daemons
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     n = 100_000 if a.quick else a.records
     tmp = Path(tempfile.mkdtemp(prefix="moldau-bench-"))
     procs: list[subprocess.Popen[bytes]] = []

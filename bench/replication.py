@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -97,6 +98,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="200,000 records")
     a = ap.parse_args()
+    # a SIGTERM (e.g. from `timeout`) unwinds through the finally that stops the daemons
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     n = 200_000 if a.quick else a.records
     tmp = Path(tempfile.mkdtemp(prefix="moldau-repl-"))
     procs = []
