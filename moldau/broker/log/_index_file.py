@@ -129,3 +129,25 @@ class IndexFile:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+class IndexFileOwner:
+    """What the offset and time indexes share: their file's state and life cycle."""
+
+    _file: IndexFile
+
+    @property
+    def writable(self) -> bool:
+        return self._file.writable
+
+    def flush(self) -> None:
+        self._file.sync()
+
+    def dup_fd(self) -> int | None:
+        return self._file.dup_fd()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def delete(self) -> None:
+        self._file.delete()

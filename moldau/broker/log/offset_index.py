@@ -22,14 +22,14 @@ from array import array
 from bisect import bisect_right
 from pathlib import Path
 
-from moldau.broker.log._index_file import IndexFile
+from moldau.broker.log._index_file import IndexFile, IndexFileOwner
 
 ENTRY = struct.Struct(">II")
 ENTRY_SIZE = ENTRY.size
 MAX_RELATIVE = 2**32 - 1
 
 
-class OffsetIndex:
+class OffsetIndex(IndexFileOwner):
     """Sparse offset -> position index of one segment (``open()`` does the I/O)."""
 
     __slots__ = ("_file", "_offsets", "_positions", "_torn", "base_offset", "max_entries")
@@ -89,22 +89,6 @@ class OffsetIndex:
         if self._file.make_writable():
             self._file.rewrite(b"".join(ENTRY.pack(o, p) for o, p in
                                         zip(self._offsets, self._positions, strict=True)))
-
-    @property
-    def writable(self) -> bool:
-        return self._file.writable
-
-    def flush(self) -> None:
-        self._file.sync()
-
-    def dup_fd(self) -> int | None:
-        return self._file.dup_fd()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def delete(self) -> None:
-        self._file.delete()
 
     # ------------------------------------------------------------------ entries
 

@@ -19,7 +19,7 @@ from array import array
 from bisect import bisect_right
 from pathlib import Path
 
-from moldau.broker.log._index_file import IndexFile
+from moldau.broker.log._index_file import IndexFile, IndexFileOwner
 
 ENTRY = struct.Struct(">qI")
 ENTRY_SIZE = ENTRY.size
@@ -27,7 +27,7 @@ MAX_RELATIVE = 2**32 - 1
 NO_TIMESTAMP = -1
 
 
-class TimeIndex:
+class TimeIndex(IndexFileOwner):
     """Sparse timestamp -> offset index of one segment (``open()`` does the I/O)."""
 
     __slots__ = ("_file", "_offsets", "_timestamps", "_torn", "base_offset", "max_entries")
@@ -77,18 +77,6 @@ class TimeIndex:
         if self._file.make_writable():
             self._file.rewrite(b"".join(ENTRY.pack(t, o) for t, o in
                                         zip(self._timestamps, self._offsets, strict=True)))
-
-    def flush(self) -> None:
-        self._file.sync()
-
-    def dup_fd(self) -> int | None:
-        return self._file.dup_fd()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def delete(self) -> None:
-        self._file.delete()
 
     # ------------------------------------------------------------------ entries
 
